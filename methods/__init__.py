@@ -1,0 +1,30 @@
+"""Reconstruction methods behind one contract (:class:`methods.base.Method`).
+
+Room: one adapter per method, the ELAM+LDL implementation, and the geometry they share
+(face models, renderer, landmark providers). The runner sees only :data:`METHODS`.
+
+Adding a new method:
+
+1. Write ``methods/<name>.py`` with ``CARD = MethodCard(...)`` and a ``Method`` subclass that
+   implements ``load(device)`` and ``predict(sample)``; import heavy packages inside ``load``.
+2. Register it below as ``"<name>": "methods.<module>:<Class>"`` (lazy: listing methods never
+   imports it).
+3. Add it to ``tests/test_method_contract.py``'s expectations if it needs files or extras;
+   the contract tests parametrize over this registry automatically.
+
+See ``docs/adding_a_method.md``.
+"""
+
+from __future__ import annotations
+
+from benchmark.registry import Registry
+
+METHODS: Registry = Registry(
+    "method",
+    {
+        "mean-shape": "methods.mean_shape:MeanShape",
+        "oracle": "methods.oracle:Oracle",
+    },
+)
+
+__all__ = ["METHODS"]
