@@ -50,6 +50,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered.")
         self._entries[name] = target
 
+    def unregister(self, name: str) -> None:
+        """Removes ``name`` (used by tests that register temporary entries)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         """All registered names, in registration order."""
         return list(self._entries)

@@ -105,6 +105,10 @@ class Method(abc.ABC):
         """Reconstructs several samples; override when the method batches efficiently."""
         return [self.predict(s) for s in samples]
 
+    def supports(self, dataset: Any) -> Availability:
+        """Whether the method can run on ``dataset`` (e.g. an oracle needs ground truth)."""
+        return Availability(True)
+
     def own_files(self) -> list[Path]:
         """Files shipped with the project that determine the output (e.g. checkpoints)."""
         return []
@@ -144,13 +148,16 @@ class Method(abc.ABC):
                 )
         return Availability(True)
 
+    def checkpoint_hashes(self) -> dict[str, str]:
+        """sha256 of every file that determines the output (for provenance)."""
+        paths = [self.resolve_file(f.key) for f in self.card.required_files] + self.own_files()
+        return {str(p): file_sha256(p) for p in paths if p is not None and p.is_file()}
+
     def revision(self) -> str:
         """Identity of this method's output: card revision + hashes of the files it uses."""
         h = hashlib.sha256(f"{self.card.name}:{self.card.revision}".encode())
-        paths = [self.resolve_file(f.key) for f in self.card.required_files] + self.own_files()
-        for path in paths:
-            if path is not None and path.is_file():
-                h.update(file_sha256(path).encode())
+        for digest in sorted(self.checkpoint_hashes().values()):
+            h.update(digest.encode())
         for key in sorted(self.options):
             if key not in {f.key for f in self.card.required_files}:
                 h.update(f"{key}={self.options[key]!r}".encode())

@@ -1,0 +1,116 @@
+"""Metrics of the suite: pure functions, numpy arrays in, NamedTuples out.
+
+Room: the numbers every method is held to (DESIGN.md section 5). Nothing here knows about
+datasets, methods or files; the runner (and ``benchmark.score_mesh`` for one mesh) feed it
+arrays. Geometry goes in metres by default (``unit=`` says otherwise); reported distances
+are millimetres and carry ``_mm`` in their names. Guide: ``docs/metrics.md``.
+
+Modules:
+    alignment: ``umeyama``, ``refine_alignment``, ``SimilarityTransform``.
+    distance: ``point_to_mesh_distance``, ``MeshSurface`` (open3d / brute-force backends).
+    now: the NoW protocol, ``now_scan_to_mesh``, ``now_crop_mask``, ``pooled_now_stats``.
+    curves: ``cumulative_curve``, ``pooled_curve``, ``curve_auc``, ``NOW_THRESHOLDS_MM``.
+    eyes: ``eye_openness``, ``eye_state_from_openness``, ``binary_scores``, ...
+    landmarks: ``nme_2d``.
+    bootstrap: ``bootstrap_ci`` over subjects.
+
+Example (a notebook)::
+
+    import numpy as np
+    from metrics import now_scan_to_mesh, pooled_now_stats, pooled_curve, curve_auc
+    res = now_scan_to_mesh(verts, faces, lmk7, scan_points, scan_lmk7, unit="m")
+    res.median_mm, res.mean_mm, res.std_mm, res.converged
+    stats = pooled_now_stats([r.distances_mm for r in results])
+    auc = curve_auc(pooled_curve([r.distances_mm for r in results]), limit=4.0)
+"""
+
+from __future__ import annotations
+
+#: Version of the metric definitions; bump it when a definition or default changes, so
+#: cached scores keyed on it are recomputed.
+__version__ = "1.0.0"
+
+from metrics._checks import UNIT_TO_M, UNIT_TO_MM, check_unit
+from metrics.alignment import RefineResult, SimilarityTransform, refine_alignment, umeyama
+from metrics.bootstrap import ConfidenceInterval, bootstrap_ci
+from metrics.curves import (
+    NOW_THRESHOLDS_MM,
+    CumulativeCurve,
+    cumulative_curve,
+    curve_auc,
+    pooled_curve,
+)
+from metrics.distance import (
+    MeshSurface,
+    SurfaceDistance,
+    closest_point_on_triangle,
+    point_to_mesh_distance,
+)
+from metrics.eyes import (
+    DEFAULT_CLOSED_THRESHOLD,
+    BinaryScores,
+    EyeStateScores,
+    OpennessError,
+    binary_scores,
+    confusion_matrix,
+    eye_openness,
+    eye_state_from_openness,
+    eye_state_scores,
+    image_state,
+    openness_error,
+    openness_from_points,
+)
+from metrics.landmarks import nme_2d
+from metrics.now import (
+    NOW_CENTRE_RATIO,
+    NOW_RADIUS_FACTOR,
+    NowResult,
+    NowStats,
+    now_crop_centre_radius,
+    now_crop_mask,
+    now_scan_to_mesh,
+    pooled_now_stats,
+)
+
+__all__ = [
+    "__version__",
+    "DEFAULT_CLOSED_THRESHOLD",
+    "NOW_CENTRE_RATIO",
+    "NOW_RADIUS_FACTOR",
+    "NOW_THRESHOLDS_MM",
+    "UNIT_TO_M",
+    "UNIT_TO_MM",
+    "BinaryScores",
+    "ConfidenceInterval",
+    "CumulativeCurve",
+    "EyeStateScores",
+    "MeshSurface",
+    "NowResult",
+    "NowStats",
+    "OpennessError",
+    "RefineResult",
+    "SimilarityTransform",
+    "SurfaceDistance",
+    "binary_scores",
+    "bootstrap_ci",
+    "check_unit",
+    "closest_point_on_triangle",
+    "confusion_matrix",
+    "cumulative_curve",
+    "curve_auc",
+    "eye_openness",
+    "eye_state_from_openness",
+    "eye_state_scores",
+    "image_state",
+    "nme_2d",
+    "now_crop_centre_radius",
+    "now_crop_mask",
+    "now_scan_to_mesh",
+    "openness_error",
+    "openness_from_points",
+    "point_to_mesh_distance",
+    "pooled_curve",
+    "pooled_now_stats",
+    "refine_alignment",
+    "umeyama",
+]

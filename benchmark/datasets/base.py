@@ -35,6 +35,9 @@ class DatasetCard:
         default_split: the split ``run`` uses unless told otherwise.
         has_scans: samples carry a reference scan (scan-to-mesh metrics apply).
         has_eye_labels: samples carry per-eye or per-image eye states.
+        has_gt_mesh: samples carry the ground-truth mesh (synthetic data).
+        redistributable: its images may appear in committed plots (false for research-only
+            or licence-restricted photos: plots then show meshes only).
         root_env: environment variable holding the dataset root (real datasets).
         layout: one-line description of the expected folder layout (for error messages).
         revision: bump when the loader's output changes.
@@ -49,6 +52,8 @@ class DatasetCard:
     default_split: str = "test"
     has_scans: bool = False
     has_eye_labels: bool = False
+    has_gt_mesh: bool = False
+    redistributable: bool = False
     root_env: str | None = None
     layout: str = ""
     revision: str = "1"

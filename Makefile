@@ -1,0 +1,28 @@
+# The two commands of the README, with the set-up folded in:
+#   make run    set up (first time), then evaluate every available method on the embedded
+#               synthetic benchmark and write results/LEADERBOARD.md + plots
+#   make test   set up (first time), then run the default test suite
+PY := .venv/bin/python
+RUN_ARGS ?=
+TEST_ARGS ?=
+
+.PHONY: setup run test test-all leaderboard clean-cache
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) -m benchmark run --methods all $(RUN_ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(TEST_ARGS)
+
+# Everything, including slow tests and tests on the research-only real photos when present.
+test-all: setup
+	$(PY) -m pytest -q -m "" $(TEST_ARGS)
+
+leaderboard: setup
+	$(PY) -m benchmark leaderboard
+
+clean-cache:
+	rm -rf .cache

@@ -1,0 +1,225 @@
+"""On-disk caches of predictions and per-sample scores (stage 1 and stage 2 of a run).
+
+Room: persistence of intermediate results so that an interrupted run resumes where it
+stopped and a metric change re-scores without re-running methods.
+
+Layout under the cache root (``$EYEBENCH_CACHE`` or ``<project>/.cache``)::
+
+    predictions/<dataset>/<split>/<method>/<method_rev>-<dataset_rev>/
+        topology.npz              faces + landmark placement, written once
+        <sample>.npz              one Prediction (no pickle; extras as JSON text)
+    scores/<dataset>/<split>/<method>/<method_rev>-<dataset_rev>/<scoring_rev>/
+        <sample>.json             one per-sample score row
+        <sample>.npy              its scan-to-mesh distances in mm (float32), if any
+
+Every file is written to a temporary name and renamed, so a kill leaves either the old
+state or the new one. A file that fails to load is reported once, deleted and recomputed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.types import Prediction, Topology
+
+logger = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(sample_id: str) -> str:
+    """A file-name-safe, collision-free version of a sample id."""
+    cleaned = _SAFE.sub("_", sample_id)
+    if cleaned == sample_id and not sample_id.startswith("."):
+        return sample_id
+    import hashlib
+
+    return f"{cleaned.lstrip('.')[:80]}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+class CorruptCacheFile(Exception):
+    """A cache file exists but cannot be read."""
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # zipfile/ValueError/OSError/EOFError: any damage
+        raise CorruptCacheFile(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+class PredictionCache:
+    """Predictions of one method on one dataset split, one file per sample.
+
+    Args:
+        root: the slot folder (see module docstring).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._topology: Topology | None = None
+
+    def path(self, sample_id: str) -> Path:
+        """File of one sample's prediction."""
+        return self.root / f"{safe_name(sample_id)}.npz"
+
+    def has(self, sample_id: str) -> bool:
+        """Whether a prediction is cached for the sample."""
+        return self.path(sample_id).is_file()
+
+    def put(self, sample_id: str, pred: Prediction) -> None:
+        """Stores one prediction (and the topology, the first time one appears)."""
+        arrays: dict[str, np.ndarray] = {
+            "status": np.array(pred.status),
+            "error": np.array(pred.error or ""),
+            "extras": np.array(json.dumps(_jsonable(pred.extras))),
+        }
+        for key in ("vertices", "landmarks2d", "vertices_image", "eye_prob_closed"):
+            value = getattr(pred, key)
+            if value is not None:
+                arrays[key] = np.asarray(value, np.float32)
+        if pred.topology is not None:
+            arrays["topology"] = np.array(pred.topology.name)
+            self._put_topology(pred.topology)
+        atomic_write_bytes(self.path(sample_id), _npz_bytes(arrays))
+
+    def get(self, sample_id: str) -> Prediction:
+        """Loads one prediction; raises :class:`CorruptCacheFile` if it is damaged."""
+        d = _load_npz(self.path(sample_id))
+        try:
+            topo = self.topology() if "topology" in d else None
+            return Prediction(
+                status=str(d["status"]),  # type: ignore[arg-type]
+                vertices=d.get("vertices"),
+                topology=topo,
+                landmarks2d=d.get("landmarks2d"),
+                vertices_image=d.get("vertices_image"),
+                eye_prob_closed=d.get("eye_prob_closed"),
+                error=str(d["error"]) or None,
+                extras=json.loads(str(d["extras"])),
+            )
+        except (KeyError, ValueError) as exc:
+            raise CorruptCacheFile(f"{self.path(sample_id)}: {exc}") from exc
+
+    def discard(self, sample_id: str) -> None:
+        """Deletes a (damaged) cached prediction."""
+        self.path(sample_id).unlink(missing_ok=True)
+
+    def topology(self) -> Topology:
+        """The topology stored with this slot's predictions."""
+        if self._topology is None:
+            d = _load_npz(self.root / "topology.npz")
+            self._topology = Topology(
+                name=str(d["name"]),
+                faces=d["faces"].astype(np.int64),
+                landmark_vertex_ids=d.get("landmark_vertex_ids"),
+                landmark_faces=d.get("landmark_faces"),
+                landmark_bary=d.get("landmark_bary"),
+            )
+        return self._topology
+
+    def _put_topology(self, topo: Topology) -> None:
+        path = self.root / "topology.npz"
+        if self._topology is not None and self._topology.digest() == topo.digest():
+            return
+        arrays: dict[str, np.ndarray] = {"name": np.array(topo.name), "faces": topo.faces}
+        for key in ("landmark_vertex_ids", "landmark_faces", "landmark_bary"):
+            if getattr(topo, key) is not None:
+                arrays[key] = getattr(topo, key)
+        if path.is_file():
+            try:
+                if self.topology().digest() == topo.digest():
+                    return
+            except CorruptCacheFile:
+                pass
+            raise ValueError(
+                f"{self.root}: a method changed its output topology without a revision bump."
+            )
+        atomic_write_bytes(path, _npz_bytes(arrays))
+        self._topology = topo
+
+
+class ScoreCache:
+    """Per-sample score rows (JSON) and scan-to-mesh distances (npy)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def has(self, sample_id: str) -> bool:
+        """Whether a score row is cached."""
+        return (self.root / f"{safe_name(sample_id)}.json").is_file()
+
+    def put(self, sample_id: str, row: dict[str, Any], distances: np.ndarray | None) -> None:
+        """Stores a score row and optional distances (distances first, row last)."""
+        name = safe_name(sample_id)
+        if distances is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(distances, np.float32))
+            atomic_write_bytes(self.root / f"{name}.npy", buf.getvalue())
+        atomic_write_bytes(
+            self.root / f"{name}.json", json.dumps(_jsonable(row), sort_keys=True).encode()
+        )
+
+    def get(self, sample_id: str) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Loads a row and its distances; raises :class:`CorruptCacheFile` if damaged."""
+        name = safe_name(sample_id)
+        try:
+            row = json.loads((self.root / f"{name}.json").read_text())
+            dpath = self.root / f"{name}.npy"
+            dist = np.load(dpath, allow_pickle=False) if row.get("has_distances") else None
+        except Exception as exc:
+            raise CorruptCacheFile(f"{self.root / name}: {type(exc).__name__}: {exc}") from exc
+        return row, dist
+
+    def discard(self, sample_id: str) -> None:
+        """Deletes a (damaged) cached score."""
+        name = safe_name(sample_id)
+        for suffix in (".json", ".npy"):
+            (self.root / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """Converts numpy scalars/arrays (and NaN) into JSON-safe Python values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,153 @@
+"""The single run configuration: one dataclass, read from CLI flags or a YAML file.
+
+Room: every knob of ``python -m benchmark run``/``score``; the CLI builds its flags from
+the fields below (kebab-case of the field name, help from the field metadata), so defaults
+live in exactly one place.
+
+Example::
+
+    cfg = RunConfig.from_yaml("my_run.yaml")        # keys = field names
+    cfg = dataclasses.replace(cfg, limit=20)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+#: Project root (the folder holding pyproject.toml).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+OVERWRITE_STRATEGIES = ("only-missing", "always", "only-cache")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Configuration of one benchmark run (see ``python -m benchmark run --help``)."""
+
+    methods: str = dataclasses.field(
+        default="all", metadata=_help("methods: 'all', names, or globs, comma-separated")
+    )
+    exclude: str = dataclasses.field(
+        default="", metadata=_help("methods to leave out (names or globs, comma-separated)")
+    )
+    datasets: str = dataclasses.field(
+        default="synthetic",
+        metadata=_help("datasets: 'all', names or globs, comma-separated (default: the "
+                       "embedded synthetic benchmark)"),
+    )
+    split: str | None = dataclasses.field(
+        default=None, metadata=_help("dataset split (default: each dataset's default split)")
+    )
+    limit: int | None = dataclasses.field(
+        default=None, metadata=_help("evaluate only the first N samples of each dataset")
+    )
+    device: str = dataclasses.field(
+        default="cpu", metadata=_help("torch device for methods", choices=("cpu", "cuda"))
+    )
+    output_dir: str = dataclasses.field(
+        default=str(PROJECT_ROOT / "results"),
+        metadata=_help("where run records, LEADERBOARD.md and plots are written"),
+    )
+    cache_dir: str | None = dataclasses.field(
+        default=None,
+        metadata=_help("prediction/score cache (default: $EYEBENCH_CACHE or <project>/.cache)"),
+    )
+    seed: int = dataclasses.field(default=0, metadata=_help("global seed (methods, bootstrap)"))
+    batch_size: int = dataclasses.field(
+        default=8, metadata=_help("samples per method call")
+    )
+    overwrite: str = dataclasses.field(
+        default="only-missing",
+        metadata=_help(
+            "only-missing: reuse cached predictions and scores; always: recompute "
+            "everything; only-cache: never run methods, score what is cached",
+            choices=OVERWRITE_STRATEGIES,
+        ),
+    )
+    bootstrap: int = dataclasses.field(
+        default=1000, metadata=_help("bootstrap resamples (over subjects) for confidence intervals")
+    )
+    closed_threshold: float | None = dataclasses.field(
+        default=None,
+        metadata=_help("eye openness below which an eye counts as closed "
+                       "(default: metrics.DEFAULT_CLOSED_THRESHOLD)"),
+    )
+    raise_errors: bool = dataclasses.field(
+        default=False, metadata=_help("stop at the first failing sample instead of recording it")
+    )
+    leaderboard: bool = dataclasses.field(
+        default=True, metadata=_help("render LEADERBOARD.md and plots after the run")
+    )
+    plots: bool = dataclasses.field(default=True, metadata=_help("draw plots with the leaderboard"))
+    method_options: dict[str, dict[str, str]] = dataclasses.field(
+        default_factory=dict,
+        metadata=_help("per-method options, NAME.KEY=VALUE (repeatable)", cli="--method-option"),
+    )
+    dataset_options: dict[str, dict[str, str]] = dataclasses.field(
+        default_factory=dict,
+        metadata=_help("per-dataset options, NAME.KEY=VALUE (repeatable)",
+                       cli="--dataset-option"),
+    )
+
+    def resolved_cache_dir(self) -> Path:
+        """The cache root actually used."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return default_cache_dir()
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` with one sentence when a value is out of range."""
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be a positive number, got {self.limit}.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if self.overwrite not in OVERWRITE_STRATEGIES:
+            raise ValueError(
+                f"--overwrite must be one of {', '.join(OVERWRITE_STRATEGIES)}, got {self.overwrite!r}."
+            )
+        if self.bootstrap < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {self.bootstrap}.")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu or cuda, got {self.device!r}.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Reads a YAML mapping whose keys are field names (unknown keys are an error)."""
+        import yaml
+
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"config file {str(path)!r} has unknown keys {unknown}; known: {sorted(names)}."
+            )
+        return cls(**data)
+
+
+def default_cache_dir() -> Path:
+    """``$EYEBENCH_CACHE`` or ``<project>/.cache`` (git-ignored)."""
+    env = os.environ.get("EYEBENCH_CACHE")
+    return Path(env).expanduser() if env else PROJECT_ROOT / ".cache"
+
+
+def parse_options(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """Parses repeated ``NAME.KEY=VALUE`` items into ``{NAME: {KEY: VALUE}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        head, sep, value = item.partition("=")
+        name, dot, key = head.partition(".")
+        if not sep or not dot or not name or not key:
+            raise ValueError(f"option {item!r} must look like NAME.KEY=VALUE.")
+        out.setdefault(name, {})[key] = value
+    return out

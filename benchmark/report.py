@@ -1,0 +1,135 @@
+"""Report: plots + ``LEADERBOARD.md`` from the stored run records (``leaderboard`` command).
+
+Room: gathers records, draws every plot under ``<output>/plots/<dataset>__<split>/`` and
+writes the leaderboard that links them. Curves and confusion matrices need only the
+records; the qualitative grids also need the prediction cache and the dataset, and are
+skipped (with a log line) when either is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from benchmark import plots
+from benchmark.cache import CorruptCacheFile, PredictionCache
+from benchmark.config import default_cache_dir
+from benchmark.leaderboard import group_records, write_leaderboard
+from benchmark.results import RunRecord, load_records
+from benchmark.types import EYE_CLOSED, EYE_OPEN, NOW7_FROM_68
+
+logger = logging.getLogger(__name__)
+
+#: Samples shown in a qualitative grid: the first of each eye-state pattern.
+QUALITATIVE_PATTERNS = (
+    ("both open", (EYE_OPEN, EYE_OPEN)),
+    ("both closed", (EYE_CLOSED, EYE_CLOSED)),
+    ("wink", (EYE_CLOSED, EYE_OPEN)),
+    ("wink", (EYE_OPEN, EYE_CLOSED)),
+    ("half", (-1, -1)),
+)
+
+
+def build_report(output_dir: Path, cache_root: Path | None = None,
+                 qualitative: bool = True, draw: bool = True) -> Path:
+    """Draws the plots and writes LEADERBOARD.md; returns its path."""
+    output_dir = Path(output_dir)
+    records = load_records(output_dir)
+    plot_paths: dict[str, list[Path]] = {}
+    if draw:
+        for key, recs in group_records(records).items():
+            folder = output_dir / "plots" / key
+            made = [
+                plots.cumulative_error_plot(recs, folder / "cumulative_error.png"),
+                plots.eye_confusion_plot(recs, folder / "eye_confusion.png"),
+            ]
+            if qualitative:
+                made += _qualitative(recs, folder, cache_root or default_cache_dir())
+            plot_paths[key] = [p for p in made if p is not None]
+    return write_leaderboard(output_dir, records, plot_paths)
+
+
+def _pick_samples(dataset, ids: list[str], n_max: int = 4) -> list[str]:
+    chosen: list[str] = []
+    wanted = list(QUALITATIVE_PATTERNS)
+    for sid in ids:
+        if not wanted or len(chosen) >= n_max:
+            break
+        s = dataset.load_sample(sid)
+        pattern = tuple(int(x) for x in s.eye_state)
+        for item in wanted:
+            if item[1] == pattern:
+                chosen.append(sid)
+                wanted = [w for w in wanted if w[0] != item[0]]
+                break
+    return chosen or ids[:n_max]
+
+
+def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> list[Path | None]:
+    from benchmark.datasets import DATASETS
+
+    ok = [r for r in records if r.status == "ok" and r.n_ok]
+    if not ok:
+        return []
+    first = ok[0]
+    try:
+        dataset = DATASETS.get(first.dataset)(split=first.split)
+        if not dataset.availability().ok or dataset.revision() != first.dataset_revision:
+            logger.info("qualitative plots for %s skipped: dataset unavailable or changed",
+                        first.key)
+            return []
+        ids = [r["sample_id"] for r in (first.samples_frame(folder.parents[1]).to_dict(
+            "records")) if r["status"] == "ok"]
+    except Exception as exc:  # plots must never break a report
+        logger.info("qualitative plots for %s skipped: %s", first.key, exc)
+        return []
+    chosen = _pick_samples(dataset, ids)
+    samples = [dataset.load_sample(s) for s in chosen]
+    out: list[Path | None] = []
+    for rec in ok:
+        slot = (cache_root / "predictions" / rec.dataset / rec.split / rec.method
+                / f"{rec.method_revision}-{rec.dataset_revision}")
+        cache = PredictionCache(slot)
+        preds, errs = [], []
+        try:
+            for s in samples:
+                p = cache.get(s.id) if cache.has(s.id) else None
+                preds.append(p)
+                errs.append(_vertex_errors(s, p))
+        except (CorruptCacheFile, ValueError) as exc:
+            logger.info("qualitative plot for %s skipped: %s", rec.method, exc)
+            continue
+        if not any(p is not None for p in preds):
+            continue
+        out.append(plots.qualitative_plot(
+            samples, preds, errs, folder / f"qualitative_{rec.method}.png",
+            title=f"{rec.method} on {rec.dataset} / {rec.split}",
+            show_images=bool(rec.dataset_card.get("redistributable")),
+        ))
+    return out
+
+
+def _vertex_errors(sample, pred) -> tuple[np.ndarray, np.ndarray] | None:
+    """Aligned vertices and, per vertex, the mean NoW error (mm) of the scored scan points
+    within 6 mm of it (up to 8; NaN where there is none: outside the crop), or None."""
+    if pred is None or pred.status != "ok" or sample.scan is None:
+        return None
+    from scipy.spatial import cKDTree
+
+    import metrics as M
+
+    lmk = pred.topology.landmarks(pred.vertices)
+    res = M.now_scan_to_mesh(pred.vertices, pred.topology.faces, lmk[list(NOW7_FROM_68)],
+                             sample.scan.points, sample.scan.landmarks7, unit="m",
+                             scan_cropped=sample.scan.cropped)
+    aligned = np.asarray(res.aligned_vertices)
+    scored = np.asarray(sample.scan.points)[np.asarray(res.crop_mask)]
+    dist, idx = cKDTree(scored).query(aligned, k=8, distance_upper_bound=0.006)
+    found = np.isfinite(dist)
+    errs = np.where(found, np.asarray(res.distances_mm)[np.minimum(idx, len(scored) - 1)], 0.0)
+    count = found.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_vertex = np.where(count > 0, errs.sum(axis=1) / np.maximum(count, 1), np.nan)
+    return aligned, per_vertex

@@ -1,0 +1,364 @@
+"""From (sample, prediction) pairs to per-sample rows, and from rows to dataset metrics.
+
+Room: the only place that knows both a :class:`FaceSample` and a :class:`Prediction`; it
+calls the pure functions in ``metrics`` and declares the dataset-level metrics (direction,
+unit, what they need) in :data:`METRICS`, the registry the leaderboard reads. No sorting
+direction is ever written anywhere else.
+
+Per-sample rows are flat dicts (JSON-able), one per sample, with status/error for failed
+samples; scan-to-mesh distances travel beside them as arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import metrics as M
+from benchmark.registry import Registry
+from benchmark.types import EYE_UNKNOWN, NOW7_FROM_68, FaceSample, Prediction
+
+#: Bump when a per-sample row changes meaning (invalidates cached scores).
+SCORING_VERSION = "1"
+
+#: Thresholds (mm) of the cumulative error curves kept in run records (NoW plots 0-8 mm).
+CURVE_THRESHOLDS_MM = np.round(np.linspace(0.0, 8.0, 81), 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringParams:
+    """Parameters that change per-sample scores (part of the score cache key)."""
+
+    closed_threshold: float
+    metrical: bool = False
+
+    def digest(self) -> str:
+        """Short hash of the parameters and the scoring version."""
+        text = f"{SCORING_VERSION}|{self.closed_threshold:.6f}|{self.metrical}|{M.__version__}"
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def score_sample(
+    sample: FaceSample, pred: Prediction, params: ScoringParams
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Scores one prediction against its sample.
+
+    Returns:
+        (row, distances_mm): the flat per-sample row, and the scan-to-mesh distances in mm
+        (None without a scan or without a successful prediction).
+    """
+    row: dict[str, Any] = {
+        "sample_id": sample.id,
+        "subject": sample.subject,
+        "status": pred.status,
+        "error": pred.error or "",
+        "seconds": pred.extras.get("seconds"),
+        "has_distances": False,
+    }
+    truth_eyes = np.asarray(sample.eye_state, np.int64)
+    image_true = (
+        int(sample.image_state)
+        if sample.image_state != EYE_UNKNOWN
+        else int(M.image_state(truth_eyes[None])[0])
+    )
+    for e in range(2):
+        row[f"eye_true_{e}"] = int(truth_eyes[e])
+        row[f"openness_gt_{e}"] = float(sample.eye_openness[e])
+    row["image_true"] = image_true
+    if pred.status != "ok":
+        return row, None
+    if pred.vertices is None or pred.topology is None:
+        row.update(status="error", error="prediction has status ok but no mesh")
+        return row, None
+
+    verts = np.asarray(pred.vertices, np.float32)
+    lmk3d = pred.topology.landmarks(verts)
+    openness = M.eye_openness(lmk3d)
+    states = M.eye_state_from_openness(openness, params.closed_threshold)
+    for e in range(2):
+        row[f"openness_pred_{e}"] = float(openness[e])
+        row[f"eye_pred_{e}"] = int(states[e])
+        if pred.eye_prob_closed is not None:
+            row[f"prob_closed_{e}"] = float(pred.eye_prob_closed[e])
+    row["image_pred"] = int(M.image_state(np.asarray(states)[None])[0])
+
+    if sample.landmarks2d is not None and pred.landmarks2d is not None:
+        row["nme_2d"] = float(M.nme_2d(pred.landmarks2d, sample.landmarks2d))
+
+    distances = None
+    if sample.scan is not None:
+        res = M.now_scan_to_mesh(
+            verts,
+            pred.topology.faces,
+            lmk3d[list(NOW7_FROM_68)],
+            sample.scan.points,
+            sample.scan.landmarks7,
+            unit="m",
+            metrical=params.metrical,
+            scan_cropped=sample.scan.cropped,
+        )
+        distances = np.asarray(res.distances_mm, np.float32)
+        row.update(
+            has_distances=True,
+            s2m_median_mm=float(res.median_mm),
+            s2m_mean_mm=float(res.mean_mm),
+            s2m_std_mm=float(res.std_mm),
+            s2m_n_points=int(res.n_points),
+            s2m_converged=bool(res.converged),
+        )
+    return row, distances
+
+
+# ----------------------------------------------------------------------------------------
+# Dataset-level metrics
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScoreTable:
+    """Per-sample rows of one (method, dataset) plus their distances.
+
+    Attributes:
+        rows: list of per-sample rows (all samples, failed ones included).
+        distances: sample_id -> distances in mm, for samples that have them.
+    """
+
+    rows: list[dict[str, Any]]
+    distances: dict[str, np.ndarray]
+
+    def column(self, name: str, idx: np.ndarray | None = None, fill: float = np.nan) -> np.ndarray:
+        """A column as a float array over the rows (or the rows ``idx``)."""
+        rows = self.rows if idx is None else [self.rows[i] for i in idx]
+        return np.array(
+            [fill if r.get(name) is None else r.get(name, fill) for r in rows], np.float64
+        )
+
+    def ok_index(self) -> np.ndarray:
+        """Indices of successfully predicted rows."""
+        return np.array([i for i, r in enumerate(self.rows) if r["status"] == "ok"], np.int64)
+
+    def subjects(self) -> np.ndarray:
+        """Subject id of every row."""
+        return np.array([str(r["subject"]) for r in self.rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A dataset-level metric: how to compute it from rows, and how to read it.
+
+    Attributes:
+        name: id with unit suffix where it has one (``s2m_median_mm``).
+        title: short column title for tables.
+        higher_is_better: sorting/bolding direction.
+        unit: unit of the value ("mm", "" for ratios).
+        description: one line, shown under the leaderboard.
+        group: ``shape``, ``eyes``, ``landmarks`` or ``run``.
+        needs: a row column that must be present for the metric to apply.
+        compute: (table, row indices) -> value; indices are successfully predicted rows.
+        headline: shown in the main leaderboard table.
+        bootstrap: whether to attach a bootstrap CI over subjects.
+        fmt: format of the value in tables.
+    """
+
+    name: str
+    title: str
+    higher_is_better: bool
+    unit: str
+    description: str
+    group: str
+    needs: str
+    compute: Callable[[ScoreTable, np.ndarray], float]
+    headline: bool = True
+    bootstrap: bool = True
+    fmt: str = "{:.3f}"
+
+
+def _pooled(stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
+    def compute(t: ScoreTable, idx: np.ndarray) -> float:
+        arrays = [t.distances[t.rows[i]["sample_id"]] for i in idx
+                  if t.rows[i]["sample_id"] in t.distances]
+        if not arrays:
+            return float("nan")
+        return float(getattr(M.pooled_now_stats(arrays), stat))
+
+    return compute
+
+
+def _eye_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = np.concatenate([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+    pred = np.concatenate([t.column(f"eye_pred_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+    return true.astype(np.int64), pred.astype(np.int64)
+
+
+def _image_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = t.column("image_true", idx, EYE_UNKNOWN).astype(np.int64)
+    pred = t.column("image_pred", idx, EYE_UNKNOWN).astype(np.int64)
+    return true, pred
+
+
+def _binary(pairs: Callable, field: str) -> Callable[[ScoreTable, np.ndarray], float]:
+    def compute(t: ScoreTable, idx: np.ndarray) -> float:
+        y_true, y_pred = pairs(t, idx)
+        keep = y_true != EYE_UNKNOWN
+        if not keep.any():
+            return float("nan")
+        return float(getattr(M.binary_scores(y_true, y_pred), field))
+
+    return compute
+
+
+def _openness_mae(t: ScoreTable, idx: np.ndarray) -> float:
+    pred = np.concatenate([t.column(f"openness_pred_{e}", idx) for e in range(2)])
+    gt = np.concatenate([t.column(f"openness_gt_{e}", idx) for e in range(2)])
+    keep = np.isfinite(gt) & np.isfinite(pred)
+    return float(np.abs(pred[keep] - gt[keep]).mean()) if keep.any() else float("nan")
+
+
+def _mean_of(column: str) -> Callable[[ScoreTable, np.ndarray], float]:
+    def compute(t: ScoreTable, idx: np.ndarray) -> float:
+        vals = t.column(column, idx)
+        vals = vals[np.isfinite(vals)]
+        return float(vals.mean()) if vals.size else float("nan")
+
+    return compute
+
+
+def _median_seconds(t: ScoreTable, idx: np.ndarray) -> float:
+    vals = t.column("seconds", np.arange(len(t.rows)))
+    vals = vals[np.isfinite(vals)]
+    return float(np.median(vals)) if vals.size else float("nan")
+
+
+def _coverage(t: ScoreTable, idx: np.ndarray) -> float:
+    return len(idx) / max(len(t.rows), 1)
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    """Adds a metric to :data:`METRICS`."""
+    METRICS.register(spec.name, spec)
+    return spec
+
+
+for _spec in (
+    MetricSpec("eye_f1", "eye F1", True, "", "F1 of 'closed' per eye (half-closed eyes "
+               "excluded)", "eyes", "eye_true_0", _binary(_eye_pairs, "f1")),
+    MetricSpec("eye_acc", "eye acc", True, "", "accuracy of open/closed per eye", "eyes",
+               "eye_true_0", _binary(_eye_pairs, "accuracy")),
+    MetricSpec("eye_precision", "eye prec", True, "", "precision of 'closed' per eye", "eyes",
+               "eye_true_0", _binary(_eye_pairs, "precision"), headline=False),
+    MetricSpec("eye_recall", "eye rec", True, "", "recall of 'closed' per eye", "eyes",
+               "eye_true_0", _binary(_eye_pairs, "recall"), headline=False),
+    MetricSpec("image_f1", "image F1", True, "", "F1 of 'both eyes closed' per image", "eyes",
+               "image_true", _binary(_image_pairs, "f1")),
+    MetricSpec("image_acc", "image acc", True, "", "accuracy of 'both eyes closed' per image",
+               "eyes", "image_true", _binary(_image_pairs, "accuracy"), headline=False),
+    MetricSpec("openness_mae", "openness MAE", False, "", "mean |openness - GT openness| per "
+               "eye (eyelid gap / eye width), all eye states", "eyes", "openness_gt_0",
+               _openness_mae),
+    MetricSpec("s2m_median_mm", "S2M median", False, "mm", "NoW scan-to-mesh distance, median "
+               "over pooled scan points", "shape", "s2m_median_mm", _pooled("median_mm"),
+               fmt="{:.2f}"),
+    MetricSpec("s2m_mean_mm", "S2M mean", False, "mm", "NoW scan-to-mesh distance, mean over "
+               "pooled scan points", "shape", "s2m_median_mm", _pooled("mean_mm"),
+               fmt="{:.2f}"),
+    MetricSpec("s2m_std_mm", "S2M std", False, "mm", "NoW scan-to-mesh distance, std over "
+               "pooled scan points", "shape", "s2m_median_mm", _pooled("std_mm"), fmt="{:.2f}"),
+    MetricSpec("nme_2d", "NME", False, "", "2D landmark error / outer-eye-corner distance",
+               "landmarks", "nme_2d", _mean_of("nme_2d"), fmt="{:.4f}"),
+    MetricSpec("coverage", "coverage", True, "", "samples scored / samples", "run", "status",
+               _coverage, bootstrap=False, fmt="{:.0%}"),
+    MetricSpec("sec_per_image", "s/img", False, "s", "median wall time per image of the "
+               "method", "run", "seconds", _median_seconds, headline=False, bootstrap=False,
+               fmt="{:.2f}"),
+):
+    register_metric(_spec)
+
+
+def applicable(spec: MetricSpec, table: ScoreTable) -> bool:
+    """Whether the metric applies: its column exists with a usable value in some row."""
+    for r in table.rows:
+        v = r.get(spec.needs)
+        if v is None:
+            continue
+        if spec.needs.startswith(("eye_true", "image_true")) and v == EYE_UNKNOWN:
+            continue
+        if isinstance(v, float) and not np.isfinite(v):
+            continue
+        return True
+    return False
+
+
+@dataclasses.dataclass
+class MetricValue:
+    """A dataset-level value with its bootstrap CI (NaN bounds when not bootstrapped)."""
+
+    value: float
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+
+    def as_dict(self) -> dict[str, float | None]:
+        """JSON form (NaN -> None)."""
+        return {k: (None if not np.isfinite(v) else float(v)) for k, v in dataclasses.asdict(
+            self).items()}
+
+
+def aggregate(
+    table: ScoreTable, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    names: Sequence[str] | None = None,
+) -> dict[str, MetricValue]:
+    """Dataset-level metrics with bootstrap CIs over subjects (failed samples excluded)."""
+    idx = table.ok_index()
+    subjects = table.subjects()[idx] if len(idx) else np.array([], dtype=str)
+    out: dict[str, MetricValue] = {}
+    for name in names or METRICS.names():
+        spec = METRICS.get(name)
+        if not applicable(spec, table):
+            continue
+        value = spec.compute(table, idx)
+        if not (spec.bootstrap and n_boot > 0 and len(idx) > 1 and np.isfinite(value)):
+            out[name] = MetricValue(value)
+            continue
+        ci = M.bootstrap_ci(
+            lambda sel, spec=spec: spec.compute(table, idx[sel]),
+            subjects,
+            n_boot=n_boot,
+            alpha=alpha,
+            seed=seed,
+        )
+        out[name] = MetricValue(value, float(ci.low), float(ci.high))
+    return out
+
+
+def curves(table: ScoreTable) -> dict[str, list[float]]:
+    """Cumulative error curves on :data:`CURVE_THRESHOLDS_MM` (per point and per sample)."""
+    idx = table.ok_index()
+    arrays = [table.distances[table.rows[i]["sample_id"]] for i in idx
+              if table.rows[i]["sample_id"] in table.distances]
+    if not arrays:
+        return {}
+    pooled = np.concatenate(arrays)
+    per_sample = np.array([np.median(a) for a in arrays])
+    return {
+        "thresholds_mm": CURVE_THRESHOLDS_MM.tolist(),
+        "per_point": M.cumulative_curve(pooled, CURVE_THRESHOLDS_MM).fraction.tolist(),
+        "per_sample_median": M.cumulative_curve(per_sample, CURVE_THRESHOLDS_MM).fraction.tolist(),
+    }
+
+
+def confusion(table: ScoreTable) -> dict[str, list[list[int]]]:
+    """Eye-state confusion matrices (rows truth open/closed, columns predicted)."""
+    idx = table.ok_index()
+    out = {}
+    for key, pairs in (("per_eye", _eye_pairs), ("per_image", _image_pairs)):
+        y_true, y_pred = pairs(table, idx)
+        keep = y_true != EYE_UNKNOWN
+        if keep.any():
+            out[key] = np.asarray(M.confusion_matrix(y_true[keep], y_pred[keep])).tolist()
+    return out

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set-up of a fresh machine for eyebench (idempotent; fast when nothing changed):
+#   1. the system library open3d needs (libusb-1.0), via apt-get when missing;
+#   2. a virtual environment in .venv with the CPU build of torch (constraints-cpu.txt)
+#      and the suite installed editable with its dev extra (tests, dlib landmarks).
+# Usage: bash scripts/setup.sh        (PYTHON=python3.11 to choose the interpreter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so'; then
+  echo "setup: installing libusb-1.0-0 (needed by open3d)"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+
+stamp=".venv/.installed-$(cat pyproject.toml constraints-cpu.txt | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the suite and its dependencies into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install -q -c constraints-cpu.txt 'torch==2.13.0'
+  .venv/bin/python -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,138 @@
+"""End-to-end runner behaviour on the tiny dataset: records, failures, resume, caches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.registry import UnknownNameError
+from benchmark.results import RunRecord, load_records
+from benchmark.runner import RunInterrupted, run
+from tests.conftest import CountingMethod
+
+
+def _records(summary) -> dict[str, RunRecord]:
+    return {r.method: r for r in summary.records}
+
+
+def _timing_free(metrics: dict) -> dict:
+    """Metrics without wall-clock ones (which differ run to run)."""
+    return {k: v for k, v in metrics.items() if k != "sec_per_image"}
+
+
+def test_run_writes_records_for_ok_and_skipped_methods(tiny_registry, run_config):
+    summary = run(run_config, show_progress=False)
+    recs = _records(summary)
+    assert set(recs) == {"counting", "mean-shape", "needs-file"}
+    # Ground-truth meshes: perfect eye states and sub-millimetre scan error (scan noise 0.2 mm).
+    c = recs["counting"]
+    assert c.status == "ok" and c.n_ok == 6
+    assert c.metric("eye_f1") == pytest.approx(1.0)
+    assert c.metric("eye_acc") == pytest.approx(1.0)
+    assert c.metric("s2m_median_mm") < 0.5
+    ci = c.metrics["s2m_median_mm"]
+    assert ci["ci_low"] <= ci["value"] <= ci["ci_high"]
+    # The mean shape never closes an eye: no closed predictions, F1 0, accuracy = share open.
+    m = recs["mean-shape"]
+    assert m.metric("eye_f1") == 0.0
+    assert m.metric("eye_acc") == pytest.approx(0.5)
+    assert m.metric("s2m_median_mm") > c.metric("s2m_median_mm")
+    # Missing weights: skipped with reason and fix, never numbers.
+    s = recs["needs-file"]
+    assert s.status == "skipped" and not s.metrics
+    assert "EYEBENCH_TEST_NEEDS_FILE" in s.fix
+    # Records round-trip from disk with their per-sample rows.
+    out = Path(run_config.output_dir)
+    loaded = {r.method: r for r in load_records(out)}
+    assert loaded["counting"].metrics == c.metrics
+    back = RunRecord.from_disk(c.folder(out) / "result.json", with_rows=True)
+    assert len(back.rows) == 6 and back.provenance["git_revision"]
+
+
+def test_failures_are_data(tiny_registry, run_config):
+    CountingMethod.fail_on = {"tiny_002"}
+    cfg = dataclasses.replace(run_config, methods="counting")
+    rec = _records(run(cfg, show_progress=False))["counting"]
+    assert rec.n_error == 1 and rec.n_ok == 5
+    assert rec.metric("coverage") == pytest.approx(5 / 6)
+    assert rec.failures[0]["sample_id"] == "tiny_002"
+    assert "boom on tiny_002" in rec.failures[0]["error"]
+
+
+def test_interrupted_run_resumes_without_recomputing(tiny_registry, run_config):
+    cfg = dataclasses.replace(run_config, methods="counting")
+    CountingMethod.interrupt_on = {"tiny_003"}
+    with pytest.raises(RunInterrupted):
+        run(cfg, show_progress=False)
+    assert CountingMethod.calls == ["tiny_000", "tiny_001", "tiny_002"]
+    CountingMethod.interrupt_on = set()
+    CountingMethod.calls = []
+    rec = _records(run(cfg, show_progress=False))["counting"]
+    assert CountingMethod.calls == ["tiny_003", "tiny_004", "tiny_005"]
+    assert rec.n_ok == 6
+    assert rec.timings["n_predicted"] == 3
+    # A third run is served entirely from the score cache.
+    CountingMethod.calls = []
+    rec = _records(run(cfg, show_progress=False))["counting"]
+    assert CountingMethod.calls == [] and rec.timings["n_from_cache"] == 6
+
+
+def test_damaged_cache_files_are_recomputed(tiny_registry, run_config, caplog):
+    cfg = dataclasses.replace(run_config, methods="counting")
+    first = _records(run(cfg, show_progress=False))["counting"]
+    cache = Path(cfg.cache_dir)
+    pred_file = next(cache.glob("predictions/tiny/test/counting/*/tiny_001.npz"))
+    pred_file.write_bytes(b"not a zip file")
+    score_file = next(cache.glob("scores/tiny/test/counting/*/*/tiny_001.json"))
+    score_file.write_text("{broken")
+    CountingMethod.calls = []
+    rec = _records(run(cfg, show_progress=False))["counting"]
+    assert CountingMethod.calls == ["tiny_001"]
+    assert _timing_free(rec.metrics) == _timing_free(first.metrics)
+    assert "damaged" in caplog.text
+
+
+def test_score_only_rescores_cache_with_new_threshold(tiny_registry, run_config):
+    cfg = dataclasses.replace(run_config, methods="counting")
+    run(cfg, show_progress=False)
+    CountingMethod.calls = []
+    cfg2 = dataclasses.replace(cfg, overwrite="only-cache", closed_threshold=1e-6)
+    rec = _records(run(cfg2, show_progress=False))["counting"]
+    assert CountingMethod.calls == []
+    assert rec.params["closed_threshold"] == 1e-6
+    assert rec.metric("eye_f1") == 0.0  # nothing is that closed
+
+
+def test_only_cache_without_predictions_scores_nothing(tiny_registry, run_config):
+    cfg = dataclasses.replace(run_config, methods="counting", overwrite="only-cache")
+    rec = _records(run(cfg, show_progress=False))["counting"]
+    assert CountingMethod.calls == [] and rec.n_ok == 0
+
+
+def test_unknown_names_suggest_close_matches(tiny_registry, run_config):
+    with pytest.raises(UnknownNameError, match="mean-shape"):
+        run(dataclasses.replace(run_config, methods="mean-shap"), show_progress=False)
+    with pytest.raises(UnknownNameError, match="tiny"):
+        run(dataclasses.replace(run_config, datasets="tinny"), show_progress=False)
+
+
+def test_unwritable_output_dir_is_a_clear_error(tiny_registry, run_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not writable"):
+        run(dataclasses.replace(run_config, output_dir=str(blocker / "out")), show_progress=False)
+
+
+def test_limit_and_determinism(tiny_registry, run_config, tmp_path):
+    cfg = dataclasses.replace(run_config, methods="counting", limit=4)
+    a = _records(run(cfg, show_progress=False))["counting"]
+    cfg2 = dataclasses.replace(cfg, output_dir=str(tmp_path / "o2"), cache_dir=str(tmp_path / "c2"))
+    b = _records(run(cfg2, show_progress=False))["counting"]
+    assert a.n_samples == 4
+    assert json.dumps(_timing_free(a.metrics), sort_keys=True) == json.dumps(
+        _timing_free(b.metrics), sort_keys=True)
+    assert np.isfinite(a.metric("s2m_mean_mm"))
