@@ -6,7 +6,7 @@ stopped and a metric change re-scores without re-running methods.
 Layout under the cache root (``$EYEBENCH_CACHE`` or ``<project>/.cache``)::
 
     predictions/<dataset>/<split>/<method>/<method_rev>-<dataset_rev>/
-        topology.npz              faces + landmark placement, written once
+        topology-<digest>.npz     faces + landmark placement, once per distinct topology
         <sample>.npz              one Prediction (no pickle; extras as JSON text)
     scores/<dataset>/<split>/<method>/<method_rev>-<dataset_rev>/<scoring_rev>/
         <sample>.json             one per-sample score row
@@ -89,7 +89,7 @@ class PredictionCache:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._topology: Topology | None = None
+        self._topologies: dict[str, Topology] = {}
 
     def path(self, sample_id: str) -> Path:
         """File of one sample's prediction."""
@@ -106,24 +106,24 @@ class PredictionCache:
             "error": np.array(pred.error or ""),
             "extras": np.array(json.dumps(_jsonable(pred.extras))),
         }
-        for key in ("vertices", "landmarks2d", "vertices_image", "eye_prob_closed"):
+        for key in ("vertices", "landmarks7", "landmarks2d", "vertices_image", "eye_prob_closed"):
             value = getattr(pred, key)
             if value is not None:
                 arrays[key] = np.asarray(value, np.float32)
         if pred.topology is not None:
-            arrays["topology"] = np.array(pred.topology.name)
-            self._put_topology(pred.topology)
+            arrays["topology"] = np.array(self._put_topology(pred.topology))
         atomic_write_bytes(self.path(sample_id), _npz_bytes(arrays))
 
     def get(self, sample_id: str) -> Prediction:
         """Loads one prediction; raises :class:`CorruptCacheFile` if it is damaged."""
         d = _load_npz(self.path(sample_id))
         try:
-            topo = self.topology() if "topology" in d else None
+            topo = self.topology(str(d["topology"])) if "topology" in d else None
             return Prediction(
                 status=str(d["status"]),  # type: ignore[arg-type]
                 vertices=d.get("vertices"),
                 topology=topo,
+                landmarks7=d.get("landmarks7"),
                 landmarks2d=d.get("landmarks2d"),
                 vertices_image=d.get("vertices_image"),
                 eye_prob_closed=d.get("eye_prob_closed"),
@@ -137,38 +137,31 @@ class PredictionCache:
         """Deletes a (damaged) cached prediction."""
         self.path(sample_id).unlink(missing_ok=True)
 
-    def topology(self) -> Topology:
-        """The topology stored with this slot's predictions."""
-        if self._topology is None:
-            d = _load_npz(self.root / "topology.npz")
-            self._topology = Topology(
+    def topology(self, digest: str) -> Topology:
+        """The stored topology with this digest."""
+        if digest not in self._topologies:
+            d = _load_npz(self.root / f"topology-{digest}.npz")
+            self._topologies[digest] = Topology(
                 name=str(d["name"]),
                 faces=d["faces"].astype(np.int64),
                 landmark_vertex_ids=d.get("landmark_vertex_ids"),
                 landmark_faces=d.get("landmark_faces"),
                 landmark_bary=d.get("landmark_bary"),
             )
-        return self._topology
+        return self._topologies[digest]
 
-    def _put_topology(self, topo: Topology) -> None:
-        path = self.root / "topology.npz"
-        if self._topology is not None and self._topology.digest() == topo.digest():
-            return
+    def _put_topology(self, topo: Topology) -> str:
+        digest = topo.digest()
+        path = self.root / f"topology-{digest}.npz"
+        if digest in self._topologies and path.is_file():
+            return digest
         arrays: dict[str, np.ndarray] = {"name": np.array(topo.name), "faces": topo.faces}
         for key in ("landmark_vertex_ids", "landmark_faces", "landmark_bary"):
             if getattr(topo, key) is not None:
                 arrays[key] = getattr(topo, key)
-        if path.is_file():
-            try:
-                if self.topology().digest() == topo.digest():
-                    return
-            except CorruptCacheFile:
-                pass
-            raise ValueError(
-                f"{self.root}: a method changed its output topology without a revision bump."
-            )
         atomic_write_bytes(path, _npz_bytes(arrays))
-        self._topology = topo
+        self._topologies[digest] = topo
+        return digest
 
 
 class ScoreCache:

@@ -110,7 +110,8 @@ class RunConfig:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if self.overwrite not in OVERWRITE_STRATEGIES:
             raise ValueError(
-                f"--overwrite must be one of {', '.join(OVERWRITE_STRATEGIES)}, got {self.overwrite!r}."
+                f"--overwrite must be one of {', '.join(OVERWRITE_STRATEGIES)}, "
+                f"got {self.overwrite!r}."
             )
         if self.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0, got {self.bootstrap}.")

@@ -88,10 +88,12 @@ def _shaded_mesh(ax, xy: np.ndarray, depth: np.ndarray, faces: np.ndarray,
     """Draws a mesh with the painter's algorithm (far triangles first), Lambert-shaded.
 
     Args:
+        ax: matplotlib axes.
         xy: (V, 2) drawing coordinates (y down for images).
         depth: (V,) larger = farther.
         faces: (F, 3).
         colors: optional (F, 3/4) face colours; default grey.
+        alpha: face opacity.
         z_scale: factor bringing depth into the units of xy (for the shading normals).
     """
     tri = xy[faces]
@@ -159,9 +161,10 @@ def qualitative_plot(
         if err is not None:
             verts, verr = err
             faces = p.topology.faces
-            face_err = np.nanmean(np.where(np.isfinite(verr[faces]), verr[faces], np.nan),
-                                  axis=1) if np.isfinite(verr).any() else np.full(len(faces),
-                                                                                 np.nan)
+            corner = verr[faces]
+            known = np.isfinite(corner)
+            face_err = np.where(known, corner, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+            face_err[~known.any(axis=1)] = np.nan
             fcol = cmap(np.clip(np.nan_to_num(face_err) / max_error_mm, 0, 1))
             fcol[~np.isfinite(face_err)] = (0.85, 0.85, 0.85, 1.0)
             xy = verts[:, :2] * np.array([1.0, -1.0])

@@ -112,8 +112,11 @@ def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> li
 
 
 def _vertex_errors(sample, pred) -> tuple[np.ndarray, np.ndarray] | None:
-    """Aligned vertices and, per vertex, the mean NoW error (mm) of the scored scan points
-    within 6 mm of it (up to 8; NaN where there is none: outside the crop), or None."""
+    """Aligned vertices and a per-vertex error map (mm), or None without scan/prediction.
+
+    A vertex's error is the mean NoW error of the scored scan points within 6 mm of it (up
+    to 8); NaN where there is none (outside the crop).
+    """
     if pred is None or pred.status != "ok" or sample.scan is None:
         return None
     from scipy.spatial import cKDTree

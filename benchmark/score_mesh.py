@@ -4,12 +4,8 @@ Room: the file-reading shell around :func:`metrics.now_scan_to_mesh` and the
 ``score-mesh`` subcommand. No CLI logic in :func:`score_mesh`; :func:`add_subcommand` and
 :func:`main` are the thin argparse wrapper the CLI mounts.
 
-Files:
-    meshes: ``.obj`` (read here: ``v x y z [r g b]`` lines, so Deep3D's vertex colours are
-    fine, polygons fan-triangulated, vertex order kept) or ``.ply``/``.off``/``.stl``/
-    ``.glb`` via open3d; a scan may also be a point cloud (``.ply``/``.xyz``/``.pcd``).
-    landmarks: ``.npy`` (7, 3), ``.txt`` (7 rows of 3 numbers, NoW's prediction format) or
-    ``.pp`` (MeshLab picked points, NoW's scan landmark format).
+Files are read by :mod:`benchmark.meshio` (meshes: .obj with or without vertex colours,
+.ply/.off/.stl/.glb, point clouds; landmarks: .npy, .txt, MeshLab .pp).
 
 Python use::
 
@@ -25,162 +21,15 @@ import argparse
 import json
 import logging
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.meshio import read_landmarks, read_mesh, write_obj
 from metrics import UNIT_TO_M, check_unit
 from metrics.now import NOW_CENTRE_RATIO, NOW_RADIUS_FACTOR, NowResult, now_scan_to_mesh
 
 logger = logging.getLogger(__name__)
-
-_OPEN3D_MESH_SUFFIXES = (".ply", ".off", ".stl", ".glb", ".gltf")
-_POINT_CLOUD_SUFFIXES = (".ply", ".xyz", ".xyzn", ".xyzrgb", ".pcd", ".pts")
-
-
-def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Reads vertices and triangles of a Wavefront OBJ file.
-
-    Only ``v`` and ``f`` records matter: extra numbers on ``v`` lines (vertex colours, as
-    Deep3D writes them) are ignored, ``f`` entries may carry ``/vt/vn`` parts and negative
-    (relative) indices, polygons are fan-triangulated. Vertex order is the file's (open3d's
-    reader reorders vertices when faces carry normals and drops non-triangle faces, hence
-    this reader).
-
-    Args:
-        path: the ``.obj`` file.
-
-    Returns:
-        (V, 3) float64 vertices and (F, 3) int64 triangles (F may be 0 for a point set).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a malformed ``v``/``f`` record, or no vertices.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mesh file {str(path)!r} does not exist.")
-    verts: list[list[float]] = []
-    tris: list[tuple[int, int, int]] = []
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.startswith("v "):
-                parts = line.split()
-                try:
-                    verts.append([float(parts[1]), float(parts[2]), float(parts[3])])
-                except (IndexError, ValueError) as exc:
-                    raise ValueError(
-                        f"{path}:{lineno}: vertex record needs 3 numbers, got {line.strip()!r}."
-                    ) from exc
-            elif line.startswith("f "):
-                try:
-                    idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
-                except ValueError as exc:
-                    raise ValueError(
-                        f"{path}:{lineno}: malformed face record {line.strip()!r}."
-                    ) from exc
-                if len(idx) < 3:
-                    raise ValueError(f"{path}:{lineno}: a face needs at least 3 vertices.")
-                n = len(verts)
-                idx = [i - 1 if i > 0 else n + i for i in idx]  # negative: relative to here
-                tris.extend((idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1))
-    if not verts:
-        raise ValueError(f"mesh file {str(path)!r} has no vertex ('v') records.")
-    return np.asarray(verts, np.float64), np.asarray(tris, np.int64).reshape(-1, 3)
-
-
-def read_mesh(path: str | Path, allow_points: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a mesh (or, with ``allow_points``, a point cloud) file.
-
-    Args:
-        path: ``.obj`` (own reader, see :func:`read_obj`) or a format open3d reads.
-        allow_points: accept a file without triangles (scans are scored by vertex only).
-
-    Returns:
-        (V, 3) float64 vertices and (F, 3) int64 triangles (F = 0 for a point cloud).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable, empty, or without triangles when they are needed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mesh file {str(path)!r} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix == ".obj":
-        verts, faces = read_obj(path)
-    else:
-        try:
-            import open3d as o3d
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                f"reading {suffix} files needs open3d: `pip install open3d-cpu` (x86_64) or "
-                f"`pip install open3d`; .obj files are read without it."
-            ) from exc
-        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-        verts = np.zeros((0, 3))
-        faces = np.zeros((0, 3), np.int64)
-        if suffix in _OPEN3D_MESH_SUFFIXES:
-            mesh = o3d.io.read_triangle_mesh(str(path))
-            verts = np.asarray(mesh.vertices, np.float64)
-            faces = np.asarray(mesh.triangles, np.int64)
-        if verts.shape[0] == 0 and suffix in _POINT_CLOUD_SUFFIXES:
-            verts = np.asarray(o3d.io.read_point_cloud(str(path)).points, np.float64)
-        if verts.shape[0] == 0:
-            raise ValueError(
-                f"could not read any vertex from {str(path)!r} (supported: .obj, "
-                f"{', '.join(sorted(set(_OPEN3D_MESH_SUFFIXES + _POINT_CLOUD_SUFFIXES)))})."
-            )
-    if faces.shape[0] == 0 and not allow_points:
-        raise ValueError(f"mesh file {str(path)!r} has no triangles; a prediction needs a surface.")
-    return verts, faces
-
-
-def read_landmarks(path: str | Path) -> np.ndarray:
-    """Reads the 7 NoW landmarks from ``.npy``, ``.txt`` or MeshLab ``.pp``.
-
-    Args:
-        path: landmark file.
-
-    Returns:
-        (7, 3) float64 landmarks in file order (NoW order expected).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unknown suffix, unparsable content, or not 7 points of 3 coordinates.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"landmark file {str(path)!r} does not exist.")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".txt":
-            arr = np.loadtxt(path, dtype=np.float64, delimiter=None, ndmin=2)
-        elif suffix == ".pp":
-            root = ET.parse(path).getroot()
-            arr = np.array(
-                [
-                    [float(p.attrib["x"]), float(p.attrib["y"]), float(p.attrib["z"])]
-                    for p in root.iter("point")
-                ]
-            )
-        else:
-            raise ValueError(
-                f"landmark file {str(path)!r}: unknown format {suffix!r}; use .npy, .txt or .pp."
-            )
-    except (OSError, ET.ParseError, KeyError) as exc:
-        raise ValueError(f"could not parse landmark file {str(path)!r}: {exc}.") from exc
-    arr = np.asarray(arr, np.float64)
-    if arr.shape != (7, 3):
-        raise ValueError(
-            f"landmark file {str(path)!r} holds shape {arr.shape}; the NoW protocol needs 7 "
-            f"points of 3 coordinates."
-        )
-    return arr
-
 
 def score_mesh(
     pred_mesh_path: str | Path,
@@ -313,12 +162,6 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 add_parser = add_subcommand
 
 
-def _write_obj(path: str | Path, verts: np.ndarray, faces: np.ndarray) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        np.savetxt(fh, verts, fmt="v %.6f %.6f %.6f")
-        np.savetxt(fh, faces + 1, fmt="f %d %d %d")
-
-
 def main(args: argparse.Namespace) -> int:
     """Runs ``score-mesh`` for parsed ``args``; prints the NoW figures.
 
@@ -347,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
     if args.aligned_out:
         _, faces = read_mesh(args.pred_mesh)
         scale = 1.0 / UNIT_TO_M[args.scan_unit]
-        _write_obj(args.aligned_out, res.aligned_vertices.astype(np.float64) * scale, faces)
+        write_obj(args.aligned_out, res.aligned_vertices.astype(np.float64) * scale, faces)
     summary = {
         "protocol": "now-metrical" if args.metrical else "now",
         "median_mm": res.median_mm,

@@ -20,7 +20,7 @@ import numpy as np
 
 import metrics as M
 from benchmark.registry import Registry
-from benchmark.types import EYE_UNKNOWN, NOW7_FROM_68, FaceSample, Prediction
+from benchmark.types import EYE_CLOSED, EYE_UNKNOWN, NOW7_FROM_68, FaceSample, Prediction
 
 #: Bump when a per-sample row changes meaning (invalidates cached scores).
 SCORING_VERSION = "1"
@@ -76,25 +76,29 @@ def score_sample(
         return row, None
 
     verts = np.asarray(pred.vertices, np.float32)
-    lmk3d = pred.topology.landmarks(verts)
-    openness = M.eye_openness(lmk3d)
-    states = M.eye_state_from_openness(openness, params.closed_threshold)
-    for e in range(2):
-        row[f"openness_pred_{e}"] = float(openness[e])
-        row[f"eye_pred_{e}"] = int(states[e])
-        if pred.eye_prob_closed is not None:
+    lmk3d = pred.topology.landmarks(verts) if pred.topology.has_landmarks else None
+    if lmk3d is not None:
+        openness = M.eye_openness(lmk3d)
+        states = M.eye_state_from_openness(openness, params.closed_threshold)
+        for e in range(2):
+            row[f"openness_pred_{e}"] = float(openness[e])
+            row[f"eye_pred_{e}"] = int(states[e])
+        row["image_pred"] = int(M.image_state(np.asarray(states)[None])[0])
+    if pred.eye_prob_closed is not None:
+        for e in range(2):
             row[f"prob_closed_{e}"] = float(pred.eye_prob_closed[e])
-    row["image_pred"] = int(M.image_state(np.asarray(states)[None])[0])
 
     if sample.landmarks2d is not None and pred.landmarks2d is not None:
         row["nme_2d"] = float(M.nme_2d(pred.landmarks2d, sample.landmarks2d))
 
     distances = None
-    if sample.scan is not None:
+    now7 = pred.landmarks7 if pred.landmarks7 is not None else (
+        None if lmk3d is None else lmk3d[list(NOW7_FROM_68)])
+    if sample.scan is not None and now7 is not None:
         res = M.now_scan_to_mesh(
             verts,
             pred.topology.faces,
-            lmk3d[list(NOW7_FROM_68)],
+            now7,
             sample.scan.points,
             sample.scan.landmarks7,
             unit="m",
@@ -157,7 +161,8 @@ class MetricSpec:
         unit: unit of the value ("mm", "" for ratios).
         description: one line, shown under the leaderboard.
         group: ``shape``, ``eyes``, ``landmarks`` or ``run``.
-        needs: a row column that must be present for the metric to apply.
+        needs: row columns that must each hold a usable value in some row for the metric to
+            apply (labels: not unknown; numbers: finite).
         compute: (table, row indices) -> value; indices are successfully predicted rows.
         headline: shown in the main leaderboard table.
         bootstrap: whether to attach a bootstrap CI over subjects.
@@ -170,7 +175,7 @@ class MetricSpec:
     unit: str
     description: str
     group: str
-    needs: str
+    needs: tuple[str, ...]
     compute: Callable[[ScoreTable, np.ndarray], float]
     headline: bool = True
     bootstrap: bool = True
@@ -188,16 +193,22 @@ def _pooled(stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
     return compute
 
 
-def _eye_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    true = np.concatenate([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)])
-    pred = np.concatenate([t.column(f"eye_pred_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+def _known(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Truth and prediction as ints, truth set unknown where the mesh gave no prediction."""
+    true = np.where(pred == EYE_UNKNOWN, EYE_UNKNOWN, true)
     return true.astype(np.int64), pred.astype(np.int64)
 
 
+def _eye_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = np.concatenate([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+    pred = np.concatenate([t.column(f"eye_pred_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+    return _known(true, pred)
+
+
 def _image_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    true = t.column("image_true", idx, EYE_UNKNOWN).astype(np.int64)
-    pred = t.column("image_pred", idx, EYE_UNKNOWN).astype(np.int64)
-    return true, pred
+    true = t.column("image_true", idx, EYE_UNKNOWN)
+    pred = t.column("image_pred", idx, EYE_UNKNOWN)
+    return _known(true, pred)
 
 
 def _binary(pairs: Callable, field: str) -> Callable[[ScoreTable, np.ndarray], float]:
@@ -205,6 +216,10 @@ def _binary(pairs: Callable, field: str) -> Callable[[ScoreTable, np.ndarray], f
         y_true, y_pred = pairs(t, idx)
         keep = y_true != EYE_UNKNOWN
         if not keep.any():
+            return float("nan")
+        # Without a closed eye in the (resampled) truth, F1/precision/recall are undefined:
+        # NaN keeps such bootstrap replicates out of the interval instead of counting a 0.
+        if field != "accuracy" and not (y_true[keep] == EYE_CLOSED).any():
             return float("nan")
         return float(getattr(M.binary_scores(y_true, y_pred), field))
 
@@ -246,53 +261,62 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
     return spec
 
 
+_EYES = ("eye_true_0", "eye_pred_0")
+_IMAGES = ("image_true", "image_pred")
+_SCAN = ("s2m_median_mm",)
+
 for _spec in (
-    MetricSpec("eye_f1", "eye F1", True, "", "F1 of 'closed' per eye (half-closed eyes "
-               "excluded)", "eyes", "eye_true_0", _binary(_eye_pairs, "f1")),
-    MetricSpec("eye_acc", "eye acc", True, "", "accuracy of open/closed per eye", "eyes",
-               "eye_true_0", _binary(_eye_pairs, "accuracy")),
-    MetricSpec("eye_precision", "eye prec", True, "", "precision of 'closed' per eye", "eyes",
-               "eye_true_0", _binary(_eye_pairs, "precision"), headline=False),
-    MetricSpec("eye_recall", "eye rec", True, "", "recall of 'closed' per eye", "eyes",
-               "eye_true_0", _binary(_eye_pairs, "recall"), headline=False),
-    MetricSpec("image_f1", "image F1", True, "", "F1 of 'both eyes closed' per image", "eyes",
-               "image_true", _binary(_image_pairs, "f1")),
+    MetricSpec("eye_f1", "eye F1", True, "", "F1 of 'closed' per eye (half-closed eyes excluded)",
+               "eyes", _EYES, _binary(_eye_pairs, "f1")),
+    MetricSpec("eye_acc", "eye acc", True, "", "accuracy of open/closed per eye",
+               "eyes", _EYES, _binary(_eye_pairs, "accuracy")),
+    MetricSpec("eye_precision", "eye prec", True, "", "precision of 'closed' per eye",
+               "eyes", _EYES, _binary(_eye_pairs, "precision"), headline=False),
+    MetricSpec("eye_recall", "eye rec", True, "", "recall of 'closed' per eye",
+               "eyes", _EYES, _binary(_eye_pairs, "recall"), headline=False),
+    MetricSpec("image_f1", "image F1", True, "", "F1 of 'both eyes closed' per image",
+               "eyes", _IMAGES, _binary(_image_pairs, "f1")),
     MetricSpec("image_acc", "image acc", True, "", "accuracy of 'both eyes closed' per image",
-               "eyes", "image_true", _binary(_image_pairs, "accuracy"), headline=False),
-    MetricSpec("openness_mae", "openness MAE", False, "", "mean |openness - GT openness| per "
-               "eye (eyelid gap / eye width), all eye states", "eyes", "openness_gt_0",
-               _openness_mae),
-    MetricSpec("s2m_median_mm", "S2M median", False, "mm", "NoW scan-to-mesh distance, median "
-               "over pooled scan points", "shape", "s2m_median_mm", _pooled("median_mm"),
-               fmt="{:.2f}"),
-    MetricSpec("s2m_mean_mm", "S2M mean", False, "mm", "NoW scan-to-mesh distance, mean over "
-               "pooled scan points", "shape", "s2m_median_mm", _pooled("mean_mm"),
-               fmt="{:.2f}"),
-    MetricSpec("s2m_std_mm", "S2M std", False, "mm", "NoW scan-to-mesh distance, std over "
-               "pooled scan points", "shape", "s2m_median_mm", _pooled("std_mm"), fmt="{:.2f}"),
+               "eyes", _IMAGES, _binary(_image_pairs, "accuracy"), headline=False),
+    MetricSpec("openness_mae", "openness MAE", False, "",
+               "mean |openness - GT openness| per eye (eyelid gap / eye width), all eye states",
+               "eyes", ("openness_gt_0", "openness_pred_0"), _openness_mae),
+    MetricSpec("s2m_median_mm", "S2M median", False, "mm",
+               "NoW scan-to-mesh distance, median over pooled scan points",
+               "shape", _SCAN, _pooled("median_mm"), fmt="{:.2f}"),
+    MetricSpec("s2m_mean_mm", "S2M mean", False, "mm",
+               "NoW scan-to-mesh distance, mean over pooled scan points",
+               "shape", _SCAN, _pooled("mean_mm"), fmt="{:.2f}"),
+    MetricSpec("s2m_std_mm", "S2M std", False, "mm",
+               "NoW scan-to-mesh distance, std over pooled scan points",
+               "shape", _SCAN, _pooled("std_mm"), fmt="{:.2f}"),
     MetricSpec("nme_2d", "NME", False, "", "2D landmark error / outer-eye-corner distance",
-               "landmarks", "nme_2d", _mean_of("nme_2d"), fmt="{:.4f}"),
-    MetricSpec("coverage", "coverage", True, "", "samples scored / samples", "run", "status",
-               _coverage, bootstrap=False, fmt="{:.0%}"),
-    MetricSpec("sec_per_image", "s/img", False, "s", "median wall time per image of the "
-               "method", "run", "seconds", _median_seconds, headline=False, bootstrap=False,
+               "landmarks", ("nme_2d",), _mean_of("nme_2d"), fmt="{:.4f}"),
+    MetricSpec("coverage", "coverage", True, "", "samples scored / samples",
+               "run", ("status",), _coverage, bootstrap=False, fmt="{:.0%}"),
+    MetricSpec("sec_per_image", "s/img", False, "s", "median wall time per image of the method",
+               "run", ("seconds",), _median_seconds, headline=False, bootstrap=False,
                fmt="{:.2f}"),
 ):
     register_metric(_spec)
 
 
 def applicable(spec: MetricSpec, table: ScoreTable) -> bool:
-    """Whether the metric applies: its column exists with a usable value in some row."""
-    for r in table.rows:
-        v = r.get(spec.needs)
-        if v is None:
-            continue
-        if spec.needs.startswith(("eye_true", "image_true")) and v == EYE_UNKNOWN:
-            continue
-        if isinstance(v, float) and not np.isfinite(v):
-            continue
-        return True
-    return False
+    """Whether the metric applies: each needed column has a usable value in some row."""
+
+    def usable(column: str) -> bool:
+        for r in table.rows:
+            v = r.get(column)
+            if v is None:
+                continue
+            if column.startswith(("eye_", "image_")) and v == EYE_UNKNOWN:
+                continue
+            if isinstance(v, float) and not np.isfinite(v):
+                continue
+            return True
+        return False
+
+    return all(usable(c) for c in spec.needs)
 
 
 @dataclasses.dataclass

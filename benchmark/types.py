@@ -44,9 +44,10 @@ class Topology:
     """A mesh topology: triangles plus where the 68 landmarks sit on it.
 
     Landmarks are either vertex ids (``landmark_vertex_ids``, ICT/BFM) or barycentric points
-    on triangles (``landmark_faces`` + ``landmark_bary``, FLAME's embedding). Eye openness and
-    the NoW 7 points are read through :meth:`landmarks`, so every topology is measured on
-    the same 68-point definition.
+    on triangles (``landmark_faces`` + ``landmark_bary``, FLAME's embedding), or absent (a
+    mesh imported with only its 7 NoW points: eye metrics then do not apply). Eye openness
+    and the NoW 7 points are read through :meth:`landmarks`, so every topology is measured
+    on the same 68-point definition.
 
     Attributes:
         name: short id, e.g. ``ict-face`` or ``bfm-front``.
@@ -65,12 +66,15 @@ class Topology:
     regions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.landmark_vertex_ids is None and (
-            self.landmark_faces is None or self.landmark_bary is None
-        ):
+        if (self.landmark_faces is None) != (self.landmark_bary is None):
             raise ValueError(
-                f"topology {self.name!r} needs landmark_vertex_ids or landmark_faces+landmark_bary."
+                f"topology {self.name!r} needs landmark_faces and landmark_bary together."
             )
+
+    @property
+    def has_landmarks(self) -> bool:
+        """Whether the 68 landmarks are placed on this topology."""
+        return self.landmark_vertex_ids is not None or self.landmark_faces is not None
 
     @property
     def n_vertices_min(self) -> int:
@@ -79,6 +83,8 @@ class Topology:
 
     def landmarks(self, vertices: np.ndarray) -> np.ndarray:
         """The (68, 3) landmark points of a mesh with this topology."""
+        if not self.has_landmarks:
+            raise ValueError(f"topology {self.name!r} places no 68 landmarks.")
         if self.landmark_vertex_ids is not None:
             return vertices[self.landmark_vertex_ids]
         tri = vertices[self.faces[self.landmark_faces]]  # (68, 3, 3)
@@ -167,7 +173,9 @@ class Prediction:
             when it raised (``error`` holds the message).
         vertices: (V, 3) float32 reconstructed mesh in metres, any rigid frame (metrics align
             it), or None when ``status != "ok"``.
-        topology: the mesh :class:`Topology` (shared by all predictions of a method).
+        topology: the mesh :class:`Topology` (usually shared by all predictions of a method).
+        landmarks7: optional (7, 3) float32 NoW landmarks in the mesh's frame, metres; when
+            absent they are read from the topology's 68 landmarks.
         landmarks2d: optional (68, 2) float32 projection of the mesh's landmarks into the
             *input image* in pixels, for 2D NME.
         vertices_image: optional (V, 3) float32 vertices projected into the input image:
@@ -181,6 +189,7 @@ class Prediction:
     status: SampleStatus
     vertices: np.ndarray | None = None
     topology: Topology | None = None
+    landmarks7: np.ndarray | None = None
     landmarks2d: np.ndarray | None = None
     vertices_image: np.ndarray | None = None
     eye_prob_closed: np.ndarray | None = None

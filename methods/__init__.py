@@ -24,6 +24,7 @@ METHODS: Registry = Registry(
     {
         "mean-shape": "methods.mean_shape:MeanShape",
         "oracle": "methods.oracle:Oracle",
+        "import": "methods.imported:ImportedMeshes",
     },
 )
 

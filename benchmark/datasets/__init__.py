@@ -21,6 +21,7 @@ DATASETS: Registry = Registry(
     "dataset",
     {
         "synthetic": "benchmark.datasets.synthetic:SyntheticDataset",
+        "now": "benchmark.datasets.now:NowDataset",
     },
 )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from methods.facemodel.model import MorphableModel
+from methods.facemodel.regions import face_regions
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "ict-facekit"
 ICT_PATH = ASSET_DIR / "ict_face_model.npz"
@@ -73,7 +74,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"ICT face model file {str(path)!r} is corrupt or not an .npz ({exc}).")
+        raise ValueError(
+            f"ICT face model file {str(path)!r} is corrupt or not an .npz ({exc})."
+        ) from exc
     for key, ndim in _REQUIRED.items():
         if key not in arrays:
             raise ValueError(f"ICT face model file {str(path)!r} lacks the field {key!r}.")
@@ -88,16 +91,22 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def _load(path: str, region: str) -> MorphableModel:
     d = _read_npz(Path(path))
+    mean = d["face_mean"].astype(np.float32) * CM_TO_M
+    faces = d["face_faces"].astype(np.int64)
+    lmk = d["lmk68"].astype(np.int64)
     model = MorphableModel(
         name="ict-full",
-        mean=d["face_mean"].astype(np.float32) * CM_TO_M,
+        mean=mean,
         id_basis=d["face_id_basis"].astype(np.float32) * CM_TO_M,
         exp_basis=d["face_ex_basis"].astype(np.float32) * CM_TO_M,
-        faces=d["face_faces"].astype(np.int64),
-        landmark_ids=d["lmk68"].astype(np.int64),
+        faces=faces,
+        landmark_ids=lmk,
         exp_names=tuple(str(n) for n in d["ex_names"]),
         source=str(path),
     )
+    # Region masks (face, eyes, eyelid margin, brows, lips, nose, skin) from landmark geometry
+    # on the mean shape, after the model has validated its arrays; see regions.py.
+    model.regions = face_regions(model.mean, model.faces, model.landmark_ids)
     if region == "full":
         return model
     if region == "narrow":

@@ -63,7 +63,9 @@ class MorphableModel:
         if self.landmark_ids.shape != (68,) or self.landmark_ids.max() >= v:
             raise ValueError(f"{self.name}: landmark_ids must be 68 vertex ids below {v}.")
         if self.exp_names is not None and len(self.exp_names) != self.n_exp:
-            raise ValueError(f"{self.name}: {len(self.exp_names)} exp_names for {self.n_exp} bases.")
+            raise ValueError(
+                f"{self.name}: {len(self.exp_names)} exp_names for {self.n_exp} bases."
+            )
 
     @property
     def n_vertices(self) -> int:
@@ -113,7 +115,9 @@ class MorphableModel:
         """The model on its first ``n_vertices`` vertices (triangles fully inside them)."""
         keep = (self.faces < n_vertices).all(axis=1)
         if self.landmark_ids.max() >= n_vertices:
-            raise ValueError(f"{self.name}: landmarks fall outside the first {n_vertices} vertices.")
+            raise ValueError(
+                f"{self.name}: landmarks fall outside the first {n_vertices} vertices."
+            )
         return MorphableModel(
             name=name or f"{self.name}-{n_vertices}",
             mean=self.mean[:n_vertices],
@@ -190,7 +194,8 @@ class MorphableModelLayer(nn.Module):
         """
         if id_coeffs.ndim != 2 or id_coeffs.shape[1] != self.n_id:
             raise ValueError(
-                f"{self.model_name}: id_coeffs must be (B, {self.n_id}), got {tuple(id_coeffs.shape)}."
+                f"{self.model_name}: id_coeffs must be (B, {self.n_id}), "
+                f"got {tuple(id_coeffs.shape)}."
             )
         if exp_coeffs.ndim != 2 or exp_coeffs.shape[1] != self.n_exp:
             raise ValueError(

@@ -1,1 +1,1 @@
-"""Neural network building blocks shared by methods (torchvision-compatible ResNets, ArcFace iResNets)."""
+"""Network building blocks shared by methods (torchvision-compatible ResNets)."""

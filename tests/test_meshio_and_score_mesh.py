@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmark.score_mesh import add_subcommand, read_landmarks, read_mesh, read_obj, score_mesh
+from benchmark.meshio import read_landmarks, read_mesh, read_obj
+from benchmark.score_mesh import add_subcommand, score_mesh
 from metrics import now_scan_to_mesh
 from tests.test_metrics_now import make_now_case
 

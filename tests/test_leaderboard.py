@@ -1,0 +1,97 @@
+"""Leaderboard rendering against a golden file, record schema, and the CLI surface."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import build_parser, main
+from benchmark.leaderboard import render_console, render_markdown
+from benchmark.report import build_report
+from benchmark.results import SCHEMA_VERSION, RunRecord, load_records
+from benchmark.scoring import METRICS
+
+DATA = Path(__file__).parent / "data"
+GOLDEN_RESULTS = DATA / "golden_results"
+GOLDEN_MD = DATA / "LEADERBOARD.golden.md"
+
+
+def test_every_fixture_record_loads():
+    paths = sorted(GOLDEN_RESULTS.glob("runs/*/*/result.json"))
+    assert paths
+    for p in paths:
+        rec = RunRecord.from_disk(p)
+        assert rec.schema_version == SCHEMA_VERSION
+        assert set(rec.metrics) <= set(METRICS.names())
+
+
+def test_leaderboard_matches_golden_file():
+    text = render_markdown(load_records(GOLDEN_RESULTS))
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN_MD.write_text(text)
+    assert text == GOLDEN_MD.read_text(), (
+        "leaderboard rendering changed; if intended, rerun with UPDATE_GOLDEN=1 and review "
+        "the diff of tests/data/LEADERBOARD.golden.md")
+
+
+def test_leaderboard_bolds_best_and_lists_skipped():
+    text = render_markdown(load_records(GOLDEN_RESULTS))
+    row = next(line for line in text.splitlines() if line.startswith("| `mean-shape`"))
+    assert "**" not in row.split("|")[1]  # the floor method wins no eye column
+    assert "`import` — skipped:" in text and "Fix:" in text
+    console = render_console(load_records(GOLDEN_RESULTS))
+    assert "mean-shape" in console and "import: skipped" in console
+
+
+def test_wrong_schema_version_is_a_clear_error(tmp_path):
+    src = next(GOLDEN_RESULTS.glob("runs/*/*/result.json"))
+    data = json.loads(src.read_text())
+    data["schema_version"] = 99
+    bad = tmp_path / "result.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="schema_version 99"):
+        RunRecord.from_disk(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        RunRecord.from_disk(bad)
+
+
+def test_report_writes_plots_from_records_alone(tmp_path):
+    out = tmp_path / "results"
+    shutil.copytree(GOLDEN_RESULTS, out)
+    path = build_report(out, cache_root=tmp_path / "no-cache")
+    text = path.read_text()
+    assert (out / "plots/tiny__test/cumulative_error.png").stat().st_size > 5000
+    assert (out / "plots/tiny__test/eye_confusion.png").stat().st_size > 5000
+    assert "plots/tiny__test/cumulative_error.png" in text
+
+
+def test_every_subcommand_has_examples():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert p.epilog and "python -m benchmark" in p.epilog, name
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["run", "--methods", "mean-shap", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown method 'mean-shap'. Did you mean 'mean-shape'")
+    assert main(["leaderboard", "--output-dir", str(tmp_path / "empty")]) == 2
+    assert "no run records" in capsys.readouterr().err
+
+
+def test_cli_ls_lists_every_method_with_status(capsys):
+    from methods import METHODS
+
+    assert main(["ls", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name in METHODS.names():
+        assert name in out
+    assert "skipped:" in out and "available" in out
+    assert main(["ls", "metrics"]) == 0
+    assert "s2m_median_mm" in capsys.readouterr().out
