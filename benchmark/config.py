@@ -63,6 +63,10 @@ class RunConfig:
     batch_size: int = dataclasses.field(
         default=8, metadata=_help("samples per method call")
     )
+    workers: int = dataclasses.field(
+        default=min(2, os.cpu_count() or 1),
+        metadata=_help("processes that score predictions beside the method (0: score inline)"),
+    )
     overwrite: str = dataclasses.field(
         default="only-missing",
         metadata=_help(
@@ -106,6 +110,8 @@ class RunConfig:
         """Raises ``ValueError`` with one sentence when a value is out of range."""
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be a positive number, got {self.limit}.")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}.")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if self.overwrite not in OVERWRITE_STRATEGIES:

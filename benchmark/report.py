@@ -8,13 +8,14 @@ skipped (with a log line) when either is gone.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from benchmark import plots
-from benchmark.cache import CorruptCacheFile, PredictionCache
+from benchmark.cache import CorruptCacheFile, PredictionCache, atomic_write_bytes
 from benchmark.config import default_cache_dir
 from benchmark.leaderboard import group_records, write_leaderboard
 from benchmark.results import RunRecord, load_records
@@ -87,8 +88,18 @@ def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> li
         return []
     chosen = _pick_samples(dataset, ids)
     samples = [dataset.load_sample(s) for s in chosen]
+    stamps_path = folder / "qualitative_stamps.json"
+    try:
+        stamps = json.loads(stamps_path.read_text())
+    except (OSError, ValueError):
+        stamps = {}
     out: list[Path | None] = []
     for rec in ok:
+        png = folder / f"qualitative_{rec.method}.png"
+        stamp = f"{rec.method_revision}-{rec.dataset_revision}-{','.join(chosen)}"
+        if png.is_file() and stamps.get(rec.method) == stamp:
+            out.append(png)  # same predictions of the same samples: the figure is current
+            continue
         slot = (cache_root / "predictions" / rec.dataset / rec.split / rec.method
                 / f"{rec.method_revision}-{rec.dataset_revision}")
         cache = PredictionCache(slot)
@@ -104,10 +115,13 @@ def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> li
         if not any(p is not None for p in preds):
             continue
         out.append(plots.qualitative_plot(
-            samples, preds, errs, folder / f"qualitative_{rec.method}.png",
+            samples, preds, errs, png,
             title=f"{rec.method} on {rec.dataset} / {rec.split}",
             show_images=bool(rec.dataset_card.get("redistributable")),
         ))
+        stamps[rec.method] = stamp
+    if out:
+        atomic_write_bytes(stamps_path, json.dumps(stamps, indent=1, sort_keys=True).encode())
     return out
 
 

@@ -19,10 +19,12 @@ the moment it is computed, so Ctrl-C loses nothing and a re-run resumes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; carries how much was already safely cached."""
-
-    def __init__(self, n_cached: int) -> None:
-        super().__init__(n_cached)
-        self.n_cached = n_cached
+    """Ctrl-C during a run; everything computed before it is cached."""
 
 
 @dataclasses.dataclass
@@ -120,8 +118,8 @@ def run(config: RunConfig, show_progress: bool = True) -> RunSummary:
     }
     records: list[RunRecord] = []
     skipped: dict[str, str] = {}
-    n_cached_total = 0
     methods: dict[str, Method] = {}
+    scorer = Scorer(params, config.workers, config.raise_errors)
     try:
         for dname in dataset_names:
             try:
@@ -141,184 +139,280 @@ def run(config: RunConfig, show_progress: bool = True) -> RunSummary:
             for mname in method_names:
                 if mname not in methods:
                     methods[mname] = make_method(mname, config)
-                record, n_cached = _evaluate_pair(
-                    methods[mname], dataset, ids, config, params, base, show_progress
-                )
-                n_cached_total += n_cached
+                pair = _PairRun(methods[mname], dataset, config, params, base, scorer)
+                record = pair.evaluate(ids, show_progress)
                 record.to_disk(output_dir)
                 records.append(record)
-    except KeyboardInterrupt as exc:
-        done = getattr(exc, "n_cached", 0)
-        raise RunInterrupted(n_cached_total + done) from None
+    except KeyboardInterrupt:
+        raise RunInterrupted() from None
+    finally:
+        scorer.close()
     return RunSummary(records, skipped, time.perf_counter() - t_start)
 
 
-def _skip_record(method: Method, dataset: Dataset, status: str, reason: str, fix: str = "",
-                 base: dict[str, Any] | None = None) -> RunRecord:
-    return RunRecord(
-        method=method.card.name,
-        dataset=dataset.card.name,
-        split=dataset.split,
-        status=status,
-        reason=reason,
-        fix=fix,
-        method_card=_method_card_dict(method),
-        dataset_card=_dataset_card_dict(dataset),
-        provenance=dict(base or {}),
-    )
-
-
-def _evaluate_pair(
-    method: Method,
-    dataset: Dataset,
-    ids: list[str],
-    config: RunConfig,
-    params: ScoringParams,
-    base: dict[str, Any],
-    show_progress: bool,
-) -> tuple[RunRecord, int]:
-    avail = method.availability()
-    if avail.ok:
-        avail = method.supports(dataset)
-    if not avail.ok:
-        logger.info("%s on %s %s", method.card.name, dataset.card.name, avail)
-        return _skip_record(method, dataset, "skipped", avail.reason, avail.fix, base), 0
-
+def _score_job(sample: FaceSample, pred: Prediction, params: ScoringParams,
+               raise_errors: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Scores one pair; a scoring failure becomes an ``error`` row (unless raise_errors)."""
     try:
-        mrev = method.revision()
-        drev = dataset.revision()
-    except Exception as exc:  # a broken checkpoint or dataset: record, go on
-        if config.raise_errors:
+        return score_sample(sample, pred, params)
+    except Exception as exc:
+        if raise_errors:
             raise
-        return _skip_record(method, dataset, "error", f"{type(exc).__name__}: {exc}", "",
-                            base), 0
-    slot = Path(dataset.card.name) / dataset.split / method.card.name / f"{mrev}-{drev}"
-    cache_root = config.resolved_cache_dir()
-    preds = PredictionCache(cache_root / "predictions" / slot)
-    scores = ScoreCache(cache_root / "scores" / slot / params.digest())
+        logger.debug("scoring failed on %s", sample.id, exc_info=True)
+        row, _ = score_sample(sample, Prediction.failed("error", ""), params)
+        row["error"] = f"scoring: {type(exc).__name__}: {exc}"
+        return row, None
 
-    rows: dict[str, dict[str, Any]] = {}
-    distances: dict[str, np.ndarray] = {}
-    timings = {"predict_seconds": 0.0, "score_seconds": 0.0, "n_predicted": 0,
-               "n_from_cache": 0}
-    always = config.overwrite == "always"
 
-    desc = f"{method.card.name} on {dataset.card.name}/{dataset.split}"
-    bar = tqdm(total=len(ids), desc=desc, disable=not show_progress, unit="img",
-               dynamic_ncols=True, leave=True)
-    todo: list[str] = []
-    for sid in ids:
-        if not always and scores.has(sid):
-            try:
-                row, dist = scores.get(sid)
-                rows[sid] = row
-                if dist is not None:
-                    distances[sid] = dist
-                timings["n_from_cache"] += 1
-                bar.update(1)
-                continue
-            except CorruptCacheFile as exc:
-                logger.warning("damaged score cache file, recomputing: %s", exc)
-                scores.discard(sid)
-        todo.append(sid)
+class Scorer:
+    """Scores (sample, prediction) pairs inline or in worker processes.
 
-    # A method that does not batch is called one sample at a time, so that every prediction
-    # is cached the moment it exists (Ctrl-C then loses nothing already computed).
-    batches = type(method).predict_batch is not Method.predict_batch
-    try:
-        for batch_ids in _chunks(todo, config.batch_size if batches else 1):
-            samples = {sid: dataset.load_sample(sid) for sid in batch_ids}
-            need = []
-            got: dict[str, Prediction] = {}
-            for sid in batch_ids:
-                cached = None
-                if not always and preds.has(sid):
-                    try:
-                        cached = preds.get(sid)
-                    except (CorruptCacheFile, ValueError) as exc:
-                        logger.warning("damaged prediction cache file, recomputing: %s", exc)
-                        preds.discard(sid)
-                if cached is not None:
-                    got[sid] = cached
-                    timings["n_from_cache"] += 1
-                else:
-                    need.append(sid)
-            if need:
-                if config.overwrite == "only-cache":
-                    for sid in need:
-                        got[sid] = Prediction.failed("skipped", "no cached prediction")
-                else:
-                    t0 = time.perf_counter()
-                    try:
-                        method.ensure_loaded(config.device)
-                    except Exception as exc:
-                        if config.raise_errors:
-                            raise
-                        logger.error("%s failed to load: %s", method.card.name, exc)
-                        bar.close()
-                        return _skip_record(method, dataset, "error",
-                                            f"failed to load: {type(exc).__name__}: {exc}",
-                                            "", base), 0
-                    new = _predict(method, [samples[s] for s in need], config.raise_errors)
-                    timings["predict_seconds"] += time.perf_counter() - t0
-                    for sid, pred in zip(need, new):
-                        preds.put(sid, pred)
-                        got[sid] = pred
-                    timings["n_predicted"] += len(need)
+    Scan-to-mesh scoring costs about as much as a fast method's prediction, so with workers
+    it runs beside the predictions of the next samples. Workers are spawned on first use and
+    shared by every (method, dataset) pair of a run.
+
+    Args:
+        params: scoring parameters.
+        workers: worker processes (0 scores in this process).
+        raise_errors: let scoring exceptions propagate.
+    """
+
+    def __init__(self, params: ScoringParams, workers: int, raise_errors: bool) -> None:
+        self.params = params
+        self.workers = workers
+        self.raise_errors = raise_errors
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pending: dict[concurrent.futures.Future, tuple[str, Callable]] = {}
+
+    def submit(self, sample: FaceSample, pred: Prediction,
+               done: Callable[[str, dict[str, Any], np.ndarray | None], None]) -> None:
+        """Scores a pair; ``done(sample_id, row, distances)`` is called when it is scored."""
+        if self.workers <= 0:
+            done(sample.id, *_score_job(sample, pred, self.params, self.raise_errors))
+            return
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+        # The image is not needed for scoring; leave it behind instead of pickling it.
+        light = dataclasses.replace(sample, image=np.zeros((1, 1, 3), np.uint8))
+        fut = self._pool.submit(_score_job, light, pred, self.params, self.raise_errors)
+        self._pending[fut] = (sample.id, done)
+        if len(self._pending) >= 4 * self.workers:
+            self.drain(wait_all=False)
+
+    def drain(self, wait_all: bool = True) -> None:
+        """Delivers finished results; waits for all (or for at least one) pending job."""
+        while self._pending:
+            finished, _ = concurrent.futures.wait(
+                self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in finished:
+                sid, done = self._pending.pop(fut)
+                done(sid, *fut.result())
+            if not wait_all:
+                return
+
+    def close(self) -> None:
+        """Stops the workers (pending jobs are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+
+
+class _PairRun:
+    """Evaluation of one method on one dataset split (see the module docstring)."""
+
+    def __init__(self, method: Method, dataset: Dataset, config: RunConfig,
+                 params: ScoringParams, base: dict[str, Any], scorer: Scorer) -> None:
+        self.method, self.dataset, self.config = method, dataset, config
+        self.params, self.base, self.scorer = params, base, scorer
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.distances: dict[str, np.ndarray] = {}
+        self.timings = {"predict_seconds": 0.0, "score_seconds": 0.0, "n_predicted": 0,
+                        "n_from_cache": 0}
+
+    def _skip(self, status: str, reason: str, fix: str = "") -> RunRecord:
+        return RunRecord(
+            method=self.method.card.name, dataset=self.dataset.card.name,
+            split=self.dataset.split, status=status, reason=reason, fix=fix,
+            method_card=_method_card_dict(self.method),
+            dataset_card=_dataset_card_dict(self.dataset), provenance=dict(self.base),
+        )
+
+    def evaluate(self, ids: list[str], show_progress: bool) -> RunRecord:
+        """Predicts what is not cached, scores what is not scored, aggregates."""
+        method, dataset, config = self.method, self.dataset, self.config
+        avail = method.availability()
+        if avail.ok:
+            avail = method.supports(dataset)
+        if not avail.ok:
+            logger.info("%s on %s %s", method.card.name, dataset.card.name, avail)
+            return self._skip("skipped", avail.reason, avail.fix)
+        try:
+            self.mrev, self.drev = method.revision(), dataset.revision()
+        except Exception as exc:  # a broken checkpoint or dataset: record it, go on
+            if config.raise_errors:
+                raise
+            return self._skip("error", f"{type(exc).__name__}: {exc}")
+        slot = (Path(dataset.card.name) / dataset.split / method.card.name
+                / f"{self.mrev}-{self.drev}")
+        cache_root = config.resolved_cache_dir()
+        self.preds = PredictionCache(cache_root / "predictions" / slot)
+        self.scores = ScoreCache(cache_root / "scores" / slot / self.params.digest())
+
+        self.bar = tqdm(total=len(ids), desc=f"{method.card.name} on {dataset.card.name}/"
+                        f"{dataset.split}", disable=not show_progress, unit="img",
+                        dynamic_ncols=True)
+        try:
+            todo = [sid for sid in ids if not self._cached_score(sid)]
+            # A method that does not batch is called one sample at a time, so every
+            # prediction is cached the moment it exists (Ctrl-C loses nothing computed).
+            batches = type(method).predict_batch is not Method.predict_batch
             t0 = time.perf_counter()
-            for sid in batch_ids:
-                row, dist = _score(samples[sid], got[sid], params, config.raise_errors)
-                if got[sid].status != "skipped":
-                    scores.put(sid, row, dist)
-                rows[sid] = row
-                if dist is not None:
-                    distances[sid] = dist
-                bar.update(1)
-            timings["score_seconds"] += time.perf_counter() - t0
-    except KeyboardInterrupt:
-        bar.close()
-        err = KeyboardInterrupt()
-        err.n_cached = len(rows)  # type: ignore[attr-defined]
-        raise err from None
-    bar.close()
+            for batch_ids in _chunks(todo, config.batch_size if batches else 1):
+                samples = {sid: dataset.load_sample(sid) for sid in batch_ids}
+                got = self._predictions(samples)
+                if got is None:
+                    return self._skip("error", self.load_error)
+                for sid in batch_ids:
+                    self.scorer.submit(samples[sid], got[sid], self._scored)
+            self.scorer.drain()
+            self.timings["score_seconds"] = (time.perf_counter() - t0
+                                             - self.timings["predict_seconds"])
+        finally:
+            self.bar.close()
+        return self._record(ids)
 
-    ordered = [rows[sid] for sid in ids]
-    table = ScoreTable(ordered, distances)
-    statuses = [r["status"] for r in ordered]
-    record = RunRecord(
-        method=method.card.name,
-        dataset=dataset.card.name,
-        split=dataset.split,
-        status="ok",
-        method_revision=mrev,
-        dataset_revision=drev,
-        method_card=_method_card_dict(method),
-        dataset_card=_dataset_card_dict(dataset),
-        n_samples=len(ordered),
-        n_ok=statuses.count("ok"),
-        n_no_face=statuses.count("no_face"),
-        n_error=statuses.count("error"),
-        metrics={k: v.as_dict() for k, v in aggregate(
-            table, n_boot=config.bootstrap, seed=config.seed).items()},
-        curves=curves(table),
-        confusion=confusion(table),
-        params={
-            "closed_threshold": params.closed_threshold,
-            "metrical": params.metrical,
-            "bootstrap": config.bootstrap,
-            "seed": config.seed,
-            "limit": config.limit,
-            "scoring_version": params.digest(),
-        },
-        provenance={**base, "checkpoints": method.checkpoint_hashes()},
-        timings={k: round(float(v), 3) for k, v in timings.items()},
-        failures=[
-            {"sample_id": r["sample_id"], "status": r["status"], "error": r["error"]}
-            for r in ordered if r["status"] != "ok"
-        ][:20],
-        rows=ordered,
-    )
-    return record, len(rows)
+    def _cached_score(self, sid: str) -> bool:
+        if self.config.overwrite == "always" or not self.scores.has(sid):
+            return False
+        try:
+            row, dist = self.scores.get(sid)
+        except CorruptCacheFile as exc:
+            logger.warning("damaged score cache file, recomputing: %s", exc)
+            self.scores.discard(sid)
+            return False
+        self._keep(sid, row, dist)
+        self.timings["n_from_cache"] += 1
+        return True
+
+    def _keep(self, sid: str, row: dict[str, Any], dist: np.ndarray | None) -> None:
+        self.rows[sid] = row
+        if dist is not None:
+            self.distances[sid] = dist
+        self.bar.update(1)
+
+    def _scored(self, sid: str, row: dict[str, Any], dist: np.ndarray | None) -> None:
+        if row["status"] != "skipped":
+            self.scores.put(sid, row, dist)
+        self._keep(sid, row, dist)
+
+    def _predictions(self, samples: dict[str, FaceSample]) -> dict[str, Prediction] | None:
+        """Cached or fresh predictions for a batch; None if the method failed to load."""
+        got: dict[str, Prediction] = {}
+        need = []
+        for sid in samples:
+            if self.config.overwrite != "always" and self.preds.has(sid):
+                try:
+                    got[sid] = self.preds.get(sid)
+                    self.timings["n_from_cache"] += 1
+                    continue
+                except (CorruptCacheFile, ValueError) as exc:
+                    logger.warning("damaged prediction cache file, recomputing: %s", exc)
+                    self.preds.discard(sid)
+            need.append(sid)
+        if not need:
+            return got
+        if self.config.overwrite == "only-cache":
+            got.update({sid: Prediction.failed("skipped", "no cached prediction")
+                        for sid in need})
+            return got
+        t0 = time.perf_counter()
+        try:
+            self.method.ensure_loaded(self.config.device)
+        except Exception as exc:
+            if self.config.raise_errors:
+                raise
+            logger.error("%s failed to load: %s", self.method.card.name, exc)
+            self.load_error = f"failed to load: {type(exc).__name__}: {exc}"
+            return None
+        new = _predict(self.method, [samples[s] for s in need], self.config.raise_errors)
+        for sid, pred in zip(need, new):
+            self.preds.put(sid, pred)
+            got[sid] = pred
+        self.timings["predict_seconds"] += time.perf_counter() - t0
+        self.timings["n_predicted"] += len(need)
+        return got
+
+    def _previous_record(self) -> RunRecord | None:
+        path = (Path(self.config.output_dir) / "runs"
+                / f"{self.dataset.card.name}__{self.dataset.split}" / self.method.card.name
+                / "result.json")
+        try:
+            return RunRecord.from_disk(path) if path.is_file() else None
+        except ValueError:
+            return None
+
+    def _record(self, ids: list[str]) -> RunRecord:
+        method, dataset, config, params = self.method, self.dataset, self.config, self.params
+        ordered = [self.rows[sid] for sid in ids]
+        statuses = [r["status"] for r in ordered]
+        digest = _rows_digest(ordered, config)
+        previous = self._previous_record()
+        if previous is not None and previous.params.get("rows_digest") == digest:
+            # Same per-sample rows, same bootstrap: the aggregate is the same; skip the
+            # bootstrap (the slowest part of a run served from cache).
+            metrics, curve, conf = previous.metrics, previous.curves, previous.confusion
+        else:
+            table = ScoreTable(ordered, self.distances)
+            metrics = {k: v.as_dict() for k, v in aggregate(
+                table, n_boot=config.bootstrap, seed=config.seed).items()}
+            curve, conf = curves(table), confusion(table)
+        return RunRecord(
+            method=method.card.name,
+            dataset=dataset.card.name,
+            split=dataset.split,
+            status="ok",
+            method_revision=self.mrev,
+            dataset_revision=self.drev,
+            method_card=_method_card_dict(method),
+            dataset_card=_dataset_card_dict(dataset),
+            n_samples=len(ordered),
+            n_ok=statuses.count("ok"),
+            n_no_face=statuses.count("no_face"),
+            n_error=statuses.count("error"),
+            metrics=metrics,
+            curves=curve,
+            confusion=conf,
+            params={
+                "closed_threshold": params.closed_threshold,
+                "metrical": params.metrical,
+                "bootstrap": config.bootstrap,
+                "seed": config.seed,
+                "limit": config.limit,
+                "scoring_version": params.digest(),
+                "rows_digest": digest,
+            },
+            provenance={**self.base, "checkpoints": method.checkpoint_hashes()},
+            timings={k: round(float(v), 3) for k, v in self.timings.items()},
+            failures=[
+                {"sample_id": r["sample_id"], "status": r["status"], "error": r["error"]}
+                for r in ordered if r["status"] != "ok"
+            ][:20],
+            rows=ordered,
+        )
+
+
+def _rows_digest(rows: list[dict[str, Any]], config: RunConfig) -> str:
+    """Identity of what the aggregate depends on: rows (minus timings) and bootstrap set-up."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(f"{config.bootstrap}|{config.seed}|{M.__version__}".encode())
+    for r in rows:
+        h.update(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True,
+                            default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def _predict(method: Method, samples: list[FaceSample], raise_errors: bool) -> list[Prediction]:
@@ -329,19 +423,6 @@ def _predict(method: Method, samples: list[FaceSample], raise_errors: bool) -> l
                 raise RuntimeError(f"{method.card.name} failed on {s.id}: {p.error}")
         return preds
     return method.predict_safe(samples)
-
-
-def _score(sample: FaceSample, pred: Prediction, params: ScoringParams,
-           raise_errors: bool) -> tuple[dict[str, Any], np.ndarray | None]:
-    try:
-        return score_sample(sample, pred, params)
-    except Exception as exc:
-        if raise_errors:
-            raise
-        logger.debug("scoring failed on %s", sample.id, exc_info=True)
-        row, _ = score_sample(sample, Prediction.failed("error", ""), params)
-        row["error"] = f"scoring: {type(exc).__name__}: {exc}"
-        return row, None
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

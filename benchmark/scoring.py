@@ -133,13 +133,18 @@ class ScoreTable:
 
     rows: list[dict[str, Any]]
     distances: dict[str, np.ndarray]
+    _summary: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False)
+    _columns: dict[tuple[str, float], np.ndarray] = dataclasses.field(
+        default_factory=dict, repr=False)
 
     def column(self, name: str, idx: np.ndarray | None = None, fill: float = np.nan) -> np.ndarray:
-        """A column as a float array over the rows (or the rows ``idx``)."""
-        rows = self.rows if idx is None else [self.rows[i] for i in idx]
-        return np.array(
-            [fill if r.get(name) is None else r.get(name, fill) for r in rows], np.float64
-        )
+        """A column as a float array over the rows (or the rows ``idx``); missing -> fill."""
+        key = (name, fill)
+        if key not in self._columns:  # built once: bootstrap replicates index it repeatedly
+            self._columns[key] = np.array(
+                [fill if r.get(name) is None else r[name] for r in self.rows], np.float64)
+        full = self._columns[key]
+        return full if idx is None else full[idx]
 
     def ok_index(self) -> np.ndarray:
         """Indices of successfully predicted rows."""
@@ -148,6 +153,35 @@ class ScoreTable:
     def subjects(self) -> np.ndarray:
         """Subject id of every row."""
         return np.array([str(r["subject"]) for r in self.rows])
+
+    def distance_summary(self) -> tuple[np.ndarray, ...]:
+        """Per-sample count, sum, sum of squares and histogram of the distances (cached).
+
+        Returns:
+            (row -> summary index or -1, counts, sums, sums of squares, histograms).
+        """
+        if self._summary is None:
+            rows = np.full(len(self.rows), -1, np.int64)
+            stats = []
+            for i, r in enumerate(self.rows):
+                d = self.distances.get(r["sample_id"])
+                if d is None:
+                    continue
+                d = np.asarray(d, np.float64)
+                rows[i] = len(stats)
+                bins = np.minimum((d / _HIST_BIN_MM).astype(np.int64), _HIST_BINS - 1)
+                stats.append((d.size, d.sum(), (d * d).sum(),
+                              np.bincount(bins, minlength=_HIST_BINS).astype(np.int32)))
+            if stats:
+                n, s1, s2, h = zip(*stats)
+                hist = np.stack(h)
+                used = int(np.flatnonzero(hist.any(axis=0)).max()) + 1
+                self._summary = (rows, np.array(n, np.float64), np.array(s1), np.array(s2),
+                                 np.ascontiguousarray(hist[:, :used], np.float32))
+            else:
+                z = np.zeros(0)
+                self._summary = (rows, z, z, z, np.zeros((0, _HIST_BINS), np.int32))
+        return self._summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +201,8 @@ class MetricSpec:
         headline: shown in the main leaderboard table.
         bootstrap: whether to attach a bootstrap CI over subjects.
         fmt: format of the value in tables.
+        resample: a cheaper ``compute`` for bootstrap replicates (same value up to a stated
+            tolerance), or None to use ``compute``.
     """
 
     name: str
@@ -180,15 +216,53 @@ class MetricSpec:
     headline: bool = True
     bootstrap: bool = True
     fmt: str = "{:.3f}"
+    resample: Callable[[ScoreTable, np.ndarray], float] | None = None
+
+
+#: Bin width (mm) of the per-sample distance histograms used by bootstrap replicates of
+#: pooled medians (exact pooled medians cost a sort of every distance per replicate).
+_HIST_BIN_MM = 0.01
+_HIST_BINS = 2000  # up to 20 mm; larger distances fall into the last bin
 
 
 def _pooled(stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
+    """Exact NoW pooled statistic over the selected samples' distances."""
+
     def compute(t: ScoreTable, idx: np.ndarray) -> float:
         arrays = [t.distances[t.rows[i]["sample_id"]] for i in idx
                   if t.rows[i]["sample_id"] in t.distances]
         if not arrays:
             return float("nan")
         return float(getattr(M.pooled_now_stats(arrays), stat))
+
+    return compute
+
+
+def _pooled_fast(stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
+    """The same statistic from per-sample sums and histograms, for bootstrap replicates.
+
+    Mean and std are exact; the median is interpolated inside a 0.01 mm bin.
+    """
+
+    def compute(t: ScoreTable, idx: np.ndarray) -> float:
+        rows, count, total, total_sq, hist = t.distance_summary()
+        sel = rows[idx]
+        weight = np.bincount(sel[sel >= 0], minlength=len(count)).astype(np.float64)
+        n = weight @ count
+        if n == 0:
+            return float("nan")
+        mean = (weight @ total) / n
+        if stat == "mean_mm":
+            return float(mean)
+        if stat == "std_mm":
+            return float(np.sqrt(max((weight @ total_sq) / n - mean * mean, 0.0)))
+        cum = np.cumsum((weight.astype(np.float32) @ hist).astype(np.float64))
+        half = n / 2.0
+        k = int(np.searchsorted(cum, half))
+        before = cum[k - 1] if k else 0.0
+        # linear interpolation inside the bin holding the middle distance
+        frac = (half - before) / max(cum[k] - before, 1.0)
+        return float((k + frac) * _HIST_BIN_MM)
 
     return compute
 
@@ -283,13 +357,16 @@ for _spec in (
                "eyes", ("openness_gt_0", "openness_pred_0"), _openness_mae),
     MetricSpec("s2m_median_mm", "S2M median", False, "mm",
                "NoW scan-to-mesh distance, median over pooled scan points",
-               "shape", _SCAN, _pooled("median_mm"), fmt="{:.2f}"),
+               "shape", _SCAN, _pooled("median_mm"), fmt="{:.2f}",
+               resample=_pooled_fast("median_mm")),
     MetricSpec("s2m_mean_mm", "S2M mean", False, "mm",
                "NoW scan-to-mesh distance, mean over pooled scan points",
-               "shape", _SCAN, _pooled("mean_mm"), fmt="{:.2f}"),
+               "shape", _SCAN, _pooled("mean_mm"), fmt="{:.2f}",
+               resample=_pooled_fast("mean_mm")),
     MetricSpec("s2m_std_mm", "S2M std", False, "mm",
                "NoW scan-to-mesh distance, std over pooled scan points",
-               "shape", _SCAN, _pooled("std_mm"), fmt="{:.2f}"),
+               "shape", _SCAN, _pooled("std_mm"), fmt="{:.2f}",
+               resample=_pooled_fast("std_mm")),
     MetricSpec("nme_2d", "NME", False, "", "2D landmark error / outer-eye-corner distance",
                "landmarks", ("nme_2d",), _mean_of("nme_2d"), fmt="{:.4f}"),
     MetricSpec("coverage", "coverage", True, "", "samples scored / samples",
@@ -349,8 +426,9 @@ def aggregate(
         if not (spec.bootstrap and n_boot > 0 and len(idx) > 1 and np.isfinite(value)):
             out[name] = MetricValue(value)
             continue
+        replicate = spec.resample or spec.compute
         ci = M.bootstrap_ci(
-            lambda sel, spec=spec: spec.compute(table, idx[sel]),
+            lambda sel, replicate=replicate: replicate(table, idx[sel]),
             subjects,
             n_boot=n_boot,
             alpha=alpha,

@@ -135,4 +135,4 @@ def run_config(tmp_path):
 
     return RunConfig(methods="counting,mean-shape,needs-file", datasets="tiny",
                      output_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
-                     bootstrap=50, batch_size=2)
+                     bootstrap=50, batch_size=2, workers=0)

@@ -136,3 +136,31 @@ def test_limit_and_determinism(tiny_registry, run_config, tmp_path):
     assert json.dumps(_timing_free(a.metrics), sort_keys=True) == json.dumps(
         _timing_free(b.metrics), sort_keys=True)
     assert np.isfinite(a.metric("s2m_mean_mm"))
+
+
+def test_worker_processes_score_the_same(tiny_registry, run_config, tmp_path):
+    cfg = dataclasses.replace(run_config, methods="counting,mean-shape")
+    inline = _records(run(cfg, show_progress=False))
+    cfg2 = dataclasses.replace(cfg, workers=2, output_dir=str(tmp_path / "o2"),
+                               cache_dir=str(tmp_path / "c2"))
+    pooled = _records(run(cfg2, show_progress=False))
+    for name in ("counting", "mean-shape"):
+        assert _timing_free(pooled[name].metrics) == _timing_free(inline[name].metrics)
+        strip = [json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True)
+                 for r in inline[name].rows]
+        assert strip == [json.dumps({k: v for k, v in r.items() if k != "seconds"},
+                                    sort_keys=True) for r in pooled[name].rows]
+
+
+def test_fast_pooled_statistics_match_exact_ones():
+    from benchmark.scoring import ScoreTable, _pooled, _pooled_fast
+
+    rng = np.random.default_rng(0)
+    rows = [{"sample_id": f"s{i}", "subject": f"p{i // 3}", "status": "ok"} for i in range(30)]
+    dist = {f"s{i}": np.abs(rng.normal(1, 1, 2000)) for i in range(30)}
+    table = ScoreTable(rows, dist)
+    for _ in range(5):
+        sel = rng.integers(0, 30, 30)
+        for stat in ("median_mm", "mean_mm", "std_mm"):
+            assert _pooled_fast(stat)(table, sel) == pytest.approx(
+                _pooled(stat)(table, sel), abs=1e-3)

@@ -1,5 +1,6 @@
-"""Pinhole camera and head pose, shared by the renderer, the fitting baselines, the network
-and the synthetic generator (one convention everywhere).
+"""Pinhole camera and head pose (one convention everywhere).
+
+Shared by the renderer, the fitting baselines, the network and the synthetic generator.
 
 Room: coordinate frames and projection (torch, batched, differentiable).
 
@@ -114,3 +115,29 @@ def project(points_cam: torch.Tensor, camera: PinholeCamera) -> torch.Tensor:
     z = points_cam[..., 2:3].clamp(min=1e-6)
     xy = points_cam[..., :2] / z * camera.focal
     return xy + xy.new_tensor([cx, cy])
+
+
+def camera_to_clip(
+    points_cam: torch.Tensor, camera: PinholeCamera, znear: float = 0.01, zfar: float = 10.0
+) -> torch.Tensor:
+    """OpenGL-style clip coordinates of camera-frame points (for nvdiffrast).
+
+    ``x_ndc = 2 u / W - 1`` and ``y_ndc = 2 v / H - 1`` with ``(u, v)`` the pixel position of
+    :func:`project`, so nvdiffrast's first image row (y_ndc = -1) is the image's top row, and
+    ``w = z``; depth maps ``[znear, zfar]`` to ``[-1, 1]``.
+
+    Args:
+        points_cam: (B, N, 3) camera-frame points, metres.
+        camera: intrinsics.
+        znear: near plane, metres.
+        zfar: far plane, metres.
+
+    Returns:
+        (B, N, 4) clip coordinates.
+    """
+    cx, cy = camera.center
+    x, y, z = points_cam[..., 0], points_cam[..., 1], points_cam[..., 2]
+    xc = (2.0 * camera.focal / camera.width) * x + (2.0 * cx / camera.width - 1.0) * z
+    yc = (2.0 * camera.focal / camera.height) * y + (2.0 * cy / camera.height - 1.0) * z
+    zc = (zfar + znear) / (zfar - znear) * z - 2.0 * zfar * znear / (zfar - znear)
+    return torch.stack([xc, yc, zc, z], -1)
