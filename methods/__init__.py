@@ -25,6 +25,9 @@ METHODS: Registry = Registry(
         "mean-shape": "methods.mean_shape:MeanShape",
         "oracle": "methods.oracle:Oracle",
         "import": "methods.imported:ImportedMeshes",
+        "deep3d": "methods.deep3d:Deep3D",
+        "deca": "methods.deca:DECA",
+        "mica": "methods.mica:MICA",
     },
 )
 

@@ -4,7 +4,7 @@
 #   2. a virtual environment in .venv with the CPU build of torch (constraints-cpu.txt)
 #      and the suite installed editable with its dev extra (tests, dlib landmarks).
 # Usage: bash scripts/setup.sh        (PYTHON=python3.11 to choose the interpreter)
-set -euo pipefail
+set -euo pipefail  # pipefail: a failing pip inside pip_quiet fails the set-up
 cd "$(dirname "$0")/.."
 
 if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so'; then
@@ -21,11 +21,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
+# This machine's pip configuration names optional local indexes that may be absent; pip warns
+# once per package about them. Drop exactly those lines, keep every other message.
+pip_quiet() {
+  .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 stamp=".venv/.installed-$(cat pyproject.toml constraints-cpu.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the suite and its dependencies into .venv (a few minutes the first time)"
-  .venv/bin/python -m pip install -q -c constraints-cpu.txt 'torch==2.13.0'
-  .venv/bin/python -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+  pip_quiet -c constraints-cpu.txt 'torch==2.13.0'
+  pip_quiet -c constraints-cpu.txt -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

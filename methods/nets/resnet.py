@@ -12,6 +12,8 @@ Reference: He et al., Deep Residual Learning for Image Recognition, CVPR 2016.
 
 from __future__ import annotations
 
+import re
+
 from torch import Tensor, nn
 
 #: depth -> (block type, blocks per stage)
@@ -146,3 +148,21 @@ class ResNet(nn.Module):
         """(B, 3, H, W) -> (B, feature_dim) pooled features, or (B, num_classes) logits."""
         f = self.avgpool(self.features(x)).flatten(1)
         return f if self.fc is None else self.fc(f)
+
+
+def backbone_spec(state: dict) -> tuple[int, int]:
+    """(depth, width) of a torchvision-style ResNet from its state-dict keys (no prefix).
+
+    Raises:
+        ValueError: the blocks per stage match no known depth.
+    """
+    width = int(state["conv1.weight"].shape[0])
+    bottleneck = "layer1.0.conv3.weight" in state
+    counts = []
+    for layer in range(1, 5):
+        idx = {int(m.group(1)) for k in state if (m := re.match(rf"layer{layer}\.(\d+)\.", k))}
+        counts.append(len(idx))
+    for depth, (kind, blocks) in ARCHS.items():
+        if tuple(counts) == blocks and (kind == "bottleneck") == bottleneck:
+            return depth, width
+    raise ValueError(f"checkpoint backbone has blocks {counts}; not a ResNet-10/18/34/50/101.")
