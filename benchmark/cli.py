@@ -23,6 +23,7 @@ logger = logging.getLogger("benchmark")
 #: Subcommands contributed by other modules: module path of an ``add_subcommand``.
 EXTERNAL_SUBCOMMANDS: tuple[str, ...] = (
     "benchmark.score_mesh",
+    "methods.elam.cli",
 )
 
 RUN_EXAMPLES = """examples:
@@ -213,12 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_leaderboard)
 
     for module in EXTERNAL_SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            logger.debug("subcommand module %s unavailable: %s", module, exc)
-            continue
-        mod.add_subcommand(sub)
+        importlib.import_module(module).add_subcommand(sub)
     return parser
 
 

@@ -24,6 +24,8 @@ METHODS: Registry = Registry(
     {
         "mean-shape": "methods.mean_shape:MeanShape",
         "oracle": "methods.oracle:Oracle",
+        "fit-landmarks": "methods.fit_landmarks:FitLandmarks",
+        "fit-landmarks-elam": "methods.fit_landmarks:FitLandmarksElam",
         "import": "methods.imported:ImportedMeshes",
         "deep3d": "methods.deep3d:Deep3D",
         "deca": "methods.deca:DECA",

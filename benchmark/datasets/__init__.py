@@ -22,6 +22,8 @@ DATASETS: Registry = Registry(
     {
         "synthetic": "benchmark.datasets.synthetic:SyntheticDataset",
         "now": "benchmark.datasets.now:NowDataset",
+        "photo-folder": "benchmark.datasets.photo_folder:PhotoFolderDataset",
+        "real-faces-val": "benchmark.datasets.real_faces:RealFacesDataset",
     },
 )
 
