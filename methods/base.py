@@ -122,6 +122,26 @@ class Method(abc.ABC):
             value = os.environ.get(spec.env)
         return Path(value).expanduser() if value else None
 
+    def load_checkpoint(self, key: str = "checkpoint", required: tuple[str, ...] = ()) -> dict:
+        """Reads required file ``key`` with ``torch.load(weights_only=True)`` (no pickle code).
+
+        Raises:
+            ValueError: unreadable file, not a dict, or one of ``required`` keys missing
+                (the message names the file and the keys).
+        """
+        import torch
+
+        path = self.resolve_file(key)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"cannot read {self.card.name} {key} {path}: {exc}") from exc
+        missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
+        if not isinstance(ckpt, dict) or missing:
+            raise ValueError(f"{path} lacks {missing or 'a state dict'}; is it the official "
+                             f"{self.card.name} {key}?")
+        return ckpt
+
     def availability(self) -> Availability:
         """Checks extras and required files without loading anything heavy."""
         for module in self.card.python_modules:

@@ -86,14 +86,7 @@ class DECA(Method):
         from methods.landmarks import get_provider
         from methods.nets.resnet import ResNet, backbone_spec
 
-        path = self.resolve_file("checkpoint")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"cannot read DECA checkpoint {path}: {exc}") from exc
-        if not isinstance(ckpt, dict) or "E_flame" not in ckpt:
-            raise ValueError(f"{path} has no 'E_flame' state dict (is it deca_model.tar?).")
-        state = ckpt["E_flame"]
+        state = self.load_checkpoint(required=("E_flame",))["E_flame"]
         enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         encoder = ResNet(*backbone_spec(enc_state), num_classes=0)  # official: ResNet-50
         encoder.load_state_dict(enc_state, strict=True)

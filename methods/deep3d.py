@@ -128,14 +128,7 @@ class Deep3D(Method):
         from methods.landmarks import get_provider
         from methods.nets.resnet import ResNet, backbone_spec
 
-        ckpt_path = self.resolve_file("checkpoint")
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"cannot read Deep3D checkpoint {ckpt_path}: {exc}") from exc
-        state = ckpt.get("net_recon", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict) or not any(k.startswith("backbone.") for k in state):
-            raise ValueError(f"{ckpt_path} holds no 'net_recon' state dict with backbone.* keys.")
+        state = self.load_checkpoint(required=("net_recon",))["net_recon"]
         backbone = {k[len("backbone."):]: v for k, v in state.items()
                     if k.startswith("backbone.") and not k.startswith("backbone.fc.")}
         depth, width = backbone_spec(backbone)

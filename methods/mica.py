@@ -102,14 +102,8 @@ class MICA(Method):
         from methods.landmarks import get_provider
         from methods.nets.iresnet import iresnet_from_state_dict
 
-        path = self.resolve_file("checkpoint")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"cannot read MICA checkpoint {path}: {exc}") from exc
-        if not isinstance(ckpt, dict) or "arcface" not in ckpt or "flameModel" not in ckpt:
-            raise ValueError(f"{path} lacks the 'arcface'/'flameModel' state dicts of mica.tar.")
-        self.arcface = iresnet_from_state_dict(ckpt["arcface"], str(path)).eval().to(device)
+        ckpt = self.load_checkpoint(required=("arcface", "flameModel"))
+        self.arcface = iresnet_from_state_dict(ckpt["arcface"], "mica arcface").eval().to(device)
         self.mapping = MappingNetwork(ckpt["flameModel"])
         flame = FlameData.from_state_dict(ckpt["flameModel"], prefix="generator.")
         self.flame = FlameLayer(flame, n_shape=300, n_exp=0).to(device)
