@@ -24,6 +24,7 @@ logger = logging.getLogger("benchmark")
 EXTERNAL_SUBCOMMANDS: tuple[str, ...] = (
     "benchmark.score_mesh",
     "methods.elam.cli",
+    "methods.elam_ldl.cli",
 )
 
 RUN_EXAMPLES = """examples:

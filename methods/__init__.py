@@ -30,6 +30,10 @@ METHODS: Registry = Registry(
         "deep3d": "methods.deep3d:Deep3D",
         "deca": "methods.deca:DECA",
         "mica": "methods.mica:MICA",
+        "deep3d-recipe": "methods.elam_ldl.method:Deep3dRecipe",
+        "elam": "methods.elam_ldl.method:Elam",
+        "ldl": "methods.elam_ldl.method:Ldl",
+        "elam-ldl": "methods.elam_ldl.method:ElamLdl",
     },
 )
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmark.types import FaceSample, Prediction
 from methods.base import Method, MethodCard, RequiredFile
+from methods.landmarks.base import five_points as landmarks_five_points
 
 #: Coefficient layout of the official 257-d output.
 SPLIT = {"id": (0, 80), "exp": (80, 144), "tex": (144, 224), "angle": (224, 227),
@@ -53,11 +54,8 @@ CARD = MethodCard(
 
 
 def five_points(lm68: np.ndarray) -> np.ndarray:
-    """Deep3D's 5 alignment points from 68 landmarks: eye centres, nose tip, mouth corners."""
-    lm68 = np.asarray(lm68, np.float64)
-    return np.stack([
-        lm68[[36, 39]].mean(axis=0), lm68[[42, 45]].mean(axis=0), lm68[30], lm68[48], lm68[54],
-    ])
+    """Deep3D's 5 alignment points (``extract_5p``): eye-corner midpoints, nose, mouth."""
+    return landmarks_five_points(lm68, eyes="corners")
 
 
 def pos_fit(points2d: np.ndarray, points3d: np.ndarray) -> tuple[np.ndarray, float]:

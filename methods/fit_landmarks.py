@@ -380,20 +380,12 @@ class FitLandmarks(Method):
         Failures are per sample: an unreadable image is ``error``, no face (or a tiny one)
         is ``no_face``; the others are fitted.
         """
-        from methods.landmarks import as_image
-
         out: list[Prediction | None] = [None] * len(samples)
         todo: list[tuple[int, np.ndarray, np.ndarray | None, tuple[int, int], dict[str, Any]]] = []
         for i, sample in enumerate(samples):
             t0 = time.perf_counter()
-            try:
-                image = as_image(sample.load_image())
-            except Exception as exc:
-                out[i] = Prediction.failed("error", f"cannot read image: {exc}")
-                continue
-            res = self.provider.detect_sample(sample) if self.provider.name == "gt" \
-                else self.provider.detect(image)
-            if res.status != "ok":
+            image, res = self.provider.image_and_landmarks(sample)
+            if image is None or res.status != "ok":
                 out[i] = Prediction.failed(res.status, res.error or res.status)
                 continue
             try:

@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmark.types import FaceSample, Prediction
 from methods.base import Method, MethodCard, RequiredFile
+from methods.landmarks.base import five_points
 
 CARD = MethodCard(
     name="mica",
@@ -126,7 +127,7 @@ class MICA(Method):
         if not det.ok:
             return Prediction.failed(det.status, det.error or "no face found")
         lm = np.asarray(det.landmarks, np.float64)
-        five = np.stack([lm[[36, 39]].mean(0), lm[[42, 45]].mean(0), lm[30], lm[48], lm[54]])
+        five = five_points(lm, eyes="corners")
         with self.torch.no_grad():
             shape = self.mapping(self.identity(arcface_crop(image, five)))
             verts = self.flame(shape)[0].cpu().numpy()

@@ -237,7 +237,8 @@ def test_mica_adapter_on_stand_in_checkpoint(tmp_path, flame_files, synthetic_sa
         flame_state[f"regressor.network.{i}.bias"] = torch.zeros(dims[i + 1])
     flame_state["regressor.output.weight"] = torch.randn(300, 300) * 0.01
     flame_state["regressor.output.bias"] = torch.zeros(300)
-    arc = {k: (v.half() if v.is_floating_point() else v) for k, v in iresnet(18).state_dict().items()}
+    arc = {k: (v.half() if v.is_floating_point() else v)
+           for k, v in iresnet(18).state_dict().items()}
     torch.save({"arcface": arc, "flameModel": flame_state}, tmp_path / "mica.tar")
     method = MICA({"checkpoint": str(tmp_path / "mica.tar")})
     method.ensure_loaded("cpu")

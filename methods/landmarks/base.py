@@ -28,7 +28,7 @@ from benchmark.types import FaceSample
 
 __all__ = [
     "Box", "ImageError", "LandmarkProvider", "LandmarkResult", "LandmarkStatus", "as_image",
-    "check_landmarks", "read_image", "to_rgb_uint8",
+    "check_landmarks", "five_points", "read_image", "to_rgb_uint8",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,46 @@ class LandmarkProvider(abc.ABC):
         except Exception as exc:  # a lazy loader may raise anything; it is data here
             return LandmarkResult.failed("error", _one_line(exc))
         return self.detect(image, box)
+
+    def image_and_landmarks(self, sample: FaceSample) -> tuple[np.ndarray | None, LandmarkResult]:
+        """The sample's image (read once; ``None`` when unreadable) and its landmarks.
+
+        The ground-truth provider answers with the sample's own landmarks, every other one
+        detects on the image. Never raises for bad data: the result carries the status.
+        """
+        try:
+            image = as_image(sample.load_image())
+        except Exception as exc:  # a lazy loader may raise anything; it is data here
+            return None, LandmarkResult.failed("error", f"cannot read image: {exc}")
+        res = self.detect_sample(sample) if self.name == "gt" else self.detect(image)
+        return image, res
+
+
+def five_points(landmarks: np.ndarray, eyes: str = "corners") -> np.ndarray:
+    """(..., 5, D) alignment points from (..., 68, D) landmarks, D = 2 or 3.
+
+    The points: the two eye centres (image left first), nose tip (30), mouth corners (48, 54).
+
+    Args:
+        landmarks: (..., 68, D) finite landmarks.
+        eyes: ``"corners"``: eye centre = mean of the two corners (36/39, 42/45), as Deep3D's
+            ``extract_5p`` and insightface's five points; ``"ring"``: mean of all six eye
+            points (36-41, 42-47), the ELAM+LDL crops' convention.
+
+    Raises:
+        ValueError: wrong shape, non-finite values or unknown ``eyes``.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim < 2 or lm.shape[-2] != 68 or lm.shape[-1] not in (2, 3) \
+            or not np.isfinite(lm).all():
+        raise ValueError(f"landmarks must be finite (68, 2) or (68, 3), got shape {lm.shape}.")
+    if eyes == "corners":
+        left, right = lm[..., [36, 39], :].mean(-2), lm[..., [42, 45], :].mean(-2)
+    elif eyes == "ring":
+        left, right = lm[..., 36:42, :].mean(-2), lm[..., 42:48, :].mean(-2)
+    else:
+        raise ValueError(f"eyes must be 'corners' or 'ring', got {eyes!r}.")
+    return np.stack([left, right, lm[..., 30, :], lm[..., 48, :], lm[..., 54, :]], axis=-2)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,435 @@
+"""Training data of the ELAM+LDL network: photos -> aligned crops + weak labels, built once.
+
+Room: turning the training sources into arrays the training loop samples from, and the
+batch augmentation. Nothing here uses 3D ground truth: the supervision is the photo itself,
+dlib's 68 landmarks and the eye-state detector's P(closed) per eye (ELAM's input).
+
+Sources (``TrainConfig.sources`` / ``folders``):
+
+* ``synthetic``: the first ``synthetic_n`` samples of the synthetic ``train`` split
+  (generated on demand and cached; the ``test`` split is never touched);
+* ``real-faces``: the face photos of the *train* part of the research-only pool
+  (:func:`benchmark.datasets.real_faces.split_real_faces`, seed 0: the held-out part is the
+  ``real-faces-val`` evaluation set and the eye-state detector's validation set);
+* any folder of photos (recursive; no labels needed).
+
+For every photo: dlib's landmarks through the on-disk landmark cache (detected once, ever);
+photos where dlib finds no face are skipped and counted; P(closed) per eye from the shipped
+eye-state detector (:class:`methods.elam.eye_detector.EyeStateDetector`); the crop of
+:mod:`methods.elam_ldl.align`. The result is cached as one ``.npz`` under
+``<cache>/elam_ldl/data/`` keyed by everything it depends on (sources, sizes, detector
+weights, landmark provider). Eye labels (synthetic ground truth per eye, the pool's label per
+image) are stored for the *dev* part only, which is held out of training for monitoring: a
+seeded ``dev_fraction`` of synthetic subjects and of real-pool groups.
+
+Augmentation (:func:`augment_batch`, torch, per sample, seeded per step): scale, in-plane
+rotation, shift, horizontal flip (landmarks re-indexed, eyes swapped), colour gain; crops,
+validity masks and landmarks move together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from methods.elam_ldl.config import REAL_SOURCE, SYNTHETIC_SOURCE, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+#: Version of the prepared-data format and recipe (part of the cache key).
+DATA_VERSION = "1"
+SOURCE_CODES = {SYNTHETIC_SOURCE: 0, REAL_SOURCE: 1, "folder": 2}
+
+#: iBUG-68 index of each landmark's mirror image (horizontal flip).
+FLIP_68 = np.array(
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65],
+    dtype=np.int64,
+)
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Prepared crops and weak labels (all arrays share the first dimension N).
+
+    Attributes:
+        images: (N, S, S, 3) uint8 aligned crops.
+        valid: (N, S, S) bool crop pixels inside the photo.
+        landmarks: (N, 68, 2) float32 detected landmarks in crop pixels (raw, not ELAM'd).
+        p_closed: (N, 2) float32 eye-state detector P(closed), eye 0 then eye 1.
+        source: (N,) int8 :data:`SOURCE_CODES`.
+        dev: (N,) bool held out for monitoring.
+        eye_label: (N, 2) int8 per-eye labels (dev rows only; -1 elsewhere or unknown).
+        ids: (N,) str ``<source>:<id>``.
+        counts: per source: photos seen, skipped (no face / error), kept.
+        key: cache key.
+    """
+
+    images: np.ndarray
+    valid: np.ndarray
+    landmarks: np.ndarray
+    p_closed: np.ndarray
+    source: np.ndarray
+    dev: np.ndarray
+    eye_label: np.ndarray
+    ids: np.ndarray
+    counts: dict[str, dict[str, int]]
+    key: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def train_index(self) -> np.ndarray:
+        """Rows used for training."""
+        return np.flatnonzero(~self.dev)
+
+    @property
+    def dev_index(self) -> np.ndarray:
+        """Held-out dev rows."""
+        return np.flatnonzero(self.dev)
+
+
+def in_dev(group: str, fraction: float) -> bool:
+    """Whether a subject/group belongs to the dev part (seeded hash, like the pool split)."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"elam-ldl-dev:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+
+
+# ------------------------------------------------------------------------------ sources
+
+
+@dataclasses.dataclass
+class _Photo:
+    source: str
+    id: str
+    group: str
+    load: Any  # () -> (H, W, 3) uint8
+    eye_label: tuple[int, int]
+    gt_landmarks: np.ndarray | None = None  # the dataset's own landmarks (``landmarks=gt``)
+
+
+def _synthetic_photos(cfg: TrainConfig) -> list[_Photo]:
+    from benchmark.datasets.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(split="train", n=cfg.synthetic_n, progress=True)
+    ds.prepare()
+    out = []
+    for sid in ds.sample_ids():
+        s = ds.load_sample(sid)
+        out.append(_Photo(SYNTHETIC_SOURCE, sid, str(s.subject), s.load_image,
+                          (int(s.eye_state[0]), int(s.eye_state[1])), s.landmarks2d))
+    return out
+
+
+def _real_photos(cfg: TrainConfig) -> list[_Photo]:
+    from benchmark.datasets.images import read_image
+    from benchmark.datasets.real_faces import default_root, split_real_faces
+
+    root = Path(cfg.real_faces).expanduser() if cfg.real_faces else default_root()
+    if root is None:
+        raise ValueError("the real-faces source needs the research-only pool: set "
+                         "EYEBENCH_REAL_FACES=/path/to/real-faces or --real-faces, or train "
+                         "with --sources synthetic.")
+    split = split_real_faces(root, cfg.real_pool_seed)
+    return [_Photo(REAL_SOURCE, it.file, it.group, lambda p=root / it.file: read_image(p),
+                   (it.label, it.label)) for it in split.train if it.kind == "face"]
+
+
+def _folder_photos(folder: str) -> list[_Photo]:
+    from benchmark.datasets.images import IMAGE_EXTENSIONS, read_image
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"training folder {str(root)!r} does not exist.")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"training folder {str(root)!r} holds no images.")
+    return [_Photo("folder", str(p.relative_to(root)), f"{root.name}/{p.relative_to(root)}",
+                   lambda p=p: read_image(p), (-1, -1)) for p in files]
+
+
+def _folder_signature(folder: str) -> str:
+    from benchmark.datasets.images import IMAGE_EXTENSIONS
+
+    root = Path(folder).expanduser()
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            h.update(f"{p.relative_to(root)}:{p.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------ building
+
+
+def data_key(cfg: TrainConfig, crop_distance: float) -> str:
+    """Cache key of the prepared data for a config."""
+    from benchmark.provenance import file_sha256
+    from methods.elam.config import resolve_weights
+
+    parts: dict[str, Any] = {k: getattr(cfg, k) for k in ("sources", "synthetic_n",
+                                                          "real_pool_seed", "input_size",
+                                                          "landmarks", "dev_fraction",
+                                                          "align_rotation")}
+    parts["crop_distance"] = crop_distance
+    parts["version"] = DATA_VERSION
+    parts["detector"] = file_sha256(resolve_weights(None))[:16]
+    parts["folders"] = [_folder_signature(f) for f in cfg.folders]
+    if SYNTHETIC_SOURCE in cfg.sources:
+        from benchmark.datasets.synthetic import SyntheticDataset
+
+        parts["synthetic"] = SyntheticDataset(split="train", n=1).store.key
+    if REAL_SOURCE in cfg.sources:
+        from benchmark.datasets.real_faces import default_root
+
+        root = Path(cfg.real_faces).expanduser() if cfg.real_faces else default_root()
+        parts["real"] = str(root.resolve()) if root else None
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_data(cfg: TrainConfig, crop_distance: float, progress: bool = True,
+                 cache: bool = True) -> TrainingData:
+    """The prepared training data of a config (built once, then read from the cache).
+
+    Args:
+        cfg: the training config (sources, sizes, landmark provider, dev fraction).
+        crop_distance: the alignment template distance (:class:`NetSpec.crop_distance`).
+        progress: show a progress bar while building.
+        cache: read/write the on-disk cache.
+
+    Returns:
+        The :class:`TrainingData`.
+
+    Raises:
+        ValueError: a source is unavailable or no photo had a detectable face.
+    """
+    from methods.landmarks.cache import cache_root
+
+    key = data_key(cfg, crop_distance)
+    path = cache_root() / "elam_ldl" / "data" / f"{key}.npz"
+    if cache and path.is_file():
+        try:
+            return _read(path, key)
+        except Exception as exc:  # damaged cache: rebuild
+            logger.warning("prepared data %s unreadable (%s); rebuilding", path, exc)
+    data = _build(cfg, crop_distance, key, progress)
+    if cache:
+        _write(path, data)
+    return data
+
+
+def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> TrainingData:
+    from tqdm.auto import tqdm
+
+    from methods.elam.eye_detector import EyeStateDetector
+    from methods.elam_ldl.align import fit_similarity, five_points, template_points, warp_image
+    from methods.landmarks import LandmarkResult, as_image, get_provider
+
+    photos: list[_Photo] = []
+    if SYNTHETIC_SOURCE in cfg.sources:
+        photos += _synthetic_photos(cfg)
+    if REAL_SOURCE in cfg.sources:
+        photos += _real_photos(cfg)
+    for folder in cfg.folders:
+        photos += _folder_photos(folder)
+    provider = get_provider("dlib") if cfg.landmarks == "dlib" else None
+    detector = EyeStateDetector()
+    size = cfg.input_size
+    tpl = template_points(size, crop_distance)
+    rows: dict[str, list[Any]] = {k: [] for k in ("images", "valid", "landmarks", "p_closed",
+                                                  "source", "dev", "eye_label", "ids")}
+    counts: dict[str, dict[str, int]] = {}
+    t0 = time.perf_counter()
+    for ph in tqdm(photos, desc="preparing ELAM+LDL training data", disable=not progress,
+                   unit="img", dynamic_ncols=True):
+        c = counts.setdefault(ph.source, {"photos": 0, "no_face": 0, "error": 0, "kept": 0})
+        c["photos"] += 1
+        try:
+            image = as_image(ph.load())
+        except Exception as exc:
+            logger.debug("cannot read %s: %s", ph.id, exc)
+            c["error"] += 1
+            continue
+        if provider is None:  # ``gt``: the dataset's own landmarks (tests and diagnosis only)
+            res = (LandmarkResult("ok", landmarks=np.asarray(ph.gt_landmarks, np.float32))
+                   if ph.gt_landmarks is not None else LandmarkResult.failed("no_face", "none"))
+        else:
+            res = provider.detect(image)
+        if not res.ok:
+            c["no_face" if res.status == "no_face" else "error"] += 1
+            continue
+        try:
+            tr = fit_similarity(five_points(res.landmarks), tpl, cfg.align_rotation)
+        except ValueError:
+            c["error"] += 1
+            continue
+        crop, valid = warp_image(image, tr, size)
+        p = detector.predict(image, res.landmarks)
+        dev = in_dev(f"{ph.source}:{ph.group}", cfg.dev_fraction) if ph.source != "folder" \
+            else False
+        rows["images"].append(crop)
+        rows["valid"].append(valid)
+        rows["landmarks"].append(tr.apply(res.landmarks))
+        rows["p_closed"].append(np.asarray(p, np.float32))
+        rows["source"].append(SOURCE_CODES[ph.source])
+        rows["dev"].append(dev)
+        rows["eye_label"].append(ph.eye_label if dev else (-1, -1))
+        rows["ids"].append(f"{ph.source}:{ph.id}")
+        c["kept"] += 1
+    if not rows["images"]:
+        raise ValueError(f"no training photo had a detectable face ({counts}).")
+    logger.info("prepared %d crops in %.0f s: %s", len(rows["images"]),
+                time.perf_counter() - t0, counts)
+    return TrainingData(
+        images=np.stack(rows["images"]), valid=np.stack(rows["valid"]),
+        landmarks=np.stack(rows["landmarks"]).astype(np.float32),
+        p_closed=np.stack(rows["p_closed"]).astype(np.float32),
+        source=np.asarray(rows["source"], np.int8), dev=np.asarray(rows["dev"], bool),
+        eye_label=np.asarray(rows["eye_label"], np.int8), ids=np.asarray(rows["ids"]),
+        counts=counts, key=key,
+    )
+
+
+def _write(path: Path, data: TrainingData) -> None:
+    arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)
+              if f.name not in ("counts", "key")}
+    arrays["counts"] = np.array(json.dumps(data.counts))
+    arrays["key"] = np.array(data.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path, key: str) -> TrainingData:
+    with np.load(path, allow_pickle=False) as d:
+        if str(d["key"]) != key:
+            raise ValueError("key mismatch")
+        kw = {f.name: d[f.name] for f in dataclasses.fields(TrainingData)
+              if f.name not in ("counts", "key")}
+        return TrainingData(**kw, counts=json.loads(str(d["counts"])), key=key)
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training batch (torch).
+
+    Attributes:
+        images: (B, 3, S, S) float in [0, 1].
+        valid: (B, S, S) float 0/1 crop pixels inside the photo.
+        landmarks: (B, 68, 2) detected landmarks, crop pixels.
+        p_closed: (B, 2) detector P(closed).
+        index: (B,) rows of the :class:`TrainingData`.
+    """
+
+    images: Any
+    valid: Any
+    landmarks: Any
+    p_closed: Any
+    index: np.ndarray
+
+    def to(self, device: str) -> Batch:
+        """The batch on ``device``."""
+        return Batch(self.images.to(device), self.valid.to(device), self.landmarks.to(device),
+                     self.p_closed.to(device), self.index)
+
+
+def batch_indices(train_index: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:
+    """Rows of step ``step``: epochs are seeded permutations, so any step is reproducible."""
+    import torch
+
+    n = len(train_index)
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, pos = divmod(start + len(out), n)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g).numpy()
+        take = min(batch_size - len(out), n - pos)
+        out.extend(perm[pos: pos + take].tolist())
+    return train_index[np.asarray(out, np.int64)]
+
+
+def make_batch(data: TrainingData, index: np.ndarray) -> Batch:
+    """The rows ``index`` as a torch :class:`Batch` (no augmentation)."""
+    import torch
+
+    images = torch.from_numpy(data.images[index]).permute(0, 3, 1, 2).float() / 255.0
+    return Batch(images, torch.from_numpy(data.valid[index]).float(),
+                 torch.from_numpy(data.landmarks[index]), torch.from_numpy(data.p_closed[index]),
+                 np.asarray(index))
+
+
+def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
+    """Random scale, rotation, shift, flip and colour gain (Deep3D-style), seeded.
+
+    The map from input to output crop pixels is ``out = s R (flip(in) - c) + c + d`` with
+    ``c`` the crop centre; images and masks are resampled (bilinear), landmarks mapped and,
+    on flips, re-indexed with :data:`FLIP_68` (P(closed) swaps eyes).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, _, s, _ = batch.images.shape
+    g = torch.Generator().manual_seed(seed)
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=g)
+
+    scale = u(1.0 - cfg.aug_scale, 1.0 + cfg.aug_scale)
+    theta = u(-cfg.aug_rot_deg, cfg.aug_rot_deg) * (math.pi / 180.0)
+    shift = torch.stack([u(-cfg.aug_shift, cfg.aug_shift), u(-cfg.aug_shift, cfg.aug_shift)], 1)
+    flip = (torch.rand(b, generator=g) < 0.5) if cfg.aug_flip else torch.zeros(b, dtype=bool)
+    gain = torch.stack([u(1.0 - cfg.aug_colour, 1.0 + cfg.aug_colour) for _ in range(3)], 1)
+    cos, sin = theta.cos(), theta.sin()
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B,2,2)
+    fl = torch.ones(b, 2)
+    fl[flip, 0] = -1.0
+    # normalised coordinates (x_n = 2 x / S - 1): out_n = s R (fl * in_n) + 2 d
+    # => in_n = fl * (R^T (out_n - 2 d) / s)
+    inv = rot.transpose(1, 2) / scale[:, None, None]
+    inv = inv * fl[:, :, None]
+    off = -(inv @ (2.0 * shift)[:, :, None])
+    grid = F.affine_grid(torch.cat([inv, off], 2), (b, 4, s, s), align_corners=False)
+    stacked = torch.cat([batch.images, batch.valid[:, None]], 1)
+    warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    images = (warped[:, :3] * gain[:, :, None, None]).clamp(0.0, 1.0)
+    valid = (warped[:, 3] > 0.5).float()
+    lm = batch.landmarks.clone()
+    p = batch.p_closed.clone()
+    if flip.any():
+        flipped = lm[flip][:, torch.from_numpy(FLIP_68)]
+        flipped[..., 0] = s - flipped[..., 0]
+        lm[flip] = flipped
+        p[flip] = p[flip][:, [1, 0]]
+    c = s / 2.0
+    lm = torch.einsum("bij,bkj->bki", rot * scale[:, None, None], lm - c) + c \
+        + shift[:, None, :] * s
+    return Batch(images, valid, lm, p, batch.index)

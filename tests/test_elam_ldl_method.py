@@ -1,0 +1,137 @@
+"""The four ELAM+LDL methods (inference), the CLI and the ablation tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.types import FaceSample
+from methods.elam_ldl.config import VARIANTS, TrainConfig
+from methods.elam_ldl.method import CARDS, REGISTRY, Deep3dRecipe, ElamLdl
+from methods.elam_ldl.model import NetSpec, ReconNet, export_state
+
+torch.set_num_threads(1)
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random 32-px network exported like a shipped checkpoint."""
+    torch.manual_seed(0)
+    net = ReconNet(NetSpec(depth=10, width=8, input_size=32, n_id=10))
+    for layer in net.final_layers:
+        torch.nn.init.normal_(layer.weight, std=1e-3)
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    torch.save(export_state(net, {}, {"steps": 0}), path)
+    return path
+
+
+def synthetic_photo(name: str = "synthetic_face_224") -> FaceSample:
+    from methods.landmarks import read_image
+
+    return FaceSample(id=name, subject=name, image=read_image(DATA / f"{name}.png"),
+                      landmarks2d=np.load(DATA / f"{name}_landmarks.npy"))
+
+
+def test_cards_and_registry_targets():
+    assert set(CARDS) == set(VARIANTS) == set(REGISTRY)
+    for name, target in REGISTRY.items():
+        module, _, attr = target.partition(":")
+        cls = getattr(__import__(module, fromlist=[attr]), attr)
+        assert cls.card.name == name and cls.card.topology == "ict-narrow"
+        assert "synthetic" in cls.card.training_datasets
+
+
+def test_prediction_on_a_synthetic_photo(tiny_checkpoint):
+    m = ElamLdl({"checkpoint": str(tiny_checkpoint), "landmarks": "gt"})
+    m.ensure_loaded("cpu")
+    s = synthetic_photo()
+    p = m.predict(s)
+    assert p.status == "ok", p.error
+    assert p.topology.name == "ict-narrow"
+    assert p.vertices.shape == (6706, 3) and np.isfinite(p.vertices).all()
+    assert p.vertices.dtype == np.float32
+    assert p.landmarks2d.shape == (68, 2) and p.vertices_image.shape == (6706, 3)
+    # a near-zero network puts the mean face where the alignment template is: the projected
+    # landmarks land on the face in the input photo
+    iod = np.linalg.norm(s.landmarks2d[36] - s.landmarks2d[45])
+    err = np.linalg.norm(p.landmarks2d[36:48] - s.landmarks2d[36:48], axis=1).mean()
+    assert err < 0.25 * iod
+    assert (p.vertices_image[:, 2] > 0).all()
+    # batching gives the same meshes
+    both = m.predict_batch([s, synthetic_photo("synthetic_face_closed_224")])
+    np.testing.assert_allclose(both[0].vertices, p.vertices, atol=1e-5)
+
+
+def test_dlib_path_and_no_face(tiny_checkpoint):
+    from methods.landmarks import dlib_available
+
+    if dlib_available():
+        pytest.skip(dlib_available())
+    m = Deep3dRecipe({"checkpoint": str(tiny_checkpoint), "cache": "false"})
+    m.ensure_loaded("cpu")
+    blank = FaceSample(id="blank", subject="b", image=np.full((120, 120, 3), 200, np.uint8))
+    preds = m.predict_batch([blank, synthetic_photo()])
+    assert preds[0].status == "no_face" and preds[0].vertices is None
+    assert preds[1].status == "ok" and np.isfinite(preds[1].vertices).all()
+
+
+def test_missing_checkpoint_is_skipped_with_the_train_command(tmp_path):
+    m = ElamLdl({"checkpoint": str(tmp_path / "none.pt")})
+    av = m.availability()
+    if "dlib" in av.reason:
+        pytest.skip(av.reason)
+    assert not av.ok and "none.pt" in av.reason and "benchmark train --variant elam-ldl" in av.fix
+
+
+def test_train_cli_precedence(tmp_path):
+    from methods.elam_ldl.cli import add_subcommand, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_subcommand(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--variant", "ldl"])
+    cfg = config_from_args(args)
+    assert (cfg.use_elam, cfg.use_ldl) == (False, True)
+    yml = tmp_path / "c.yaml"
+    yml.write_text("variant: deep3d-recipe\nsteps: 7\nsources: [synthetic]\n")
+    args = parser.parse_args(["train", "--config", str(yml), "--steps", "9", "--no-aug-flip",
+                              "--folders", "a,b"])
+    cfg = config_from_args(args)
+    assert cfg.variant == "deep3d-recipe" and not cfg.use_ldl and not cfg.use_elam
+    assert cfg.steps == 9 and cfg.sources == ("synthetic",) and cfg.aug_flip is False
+    assert cfg.folders == ("a", "b")
+    # an explicit switch beats the preset
+    cfg = config_from_args(parser.parse_args(["train", "--variant", "elam", "--use-ldl"]))
+    assert cfg.use_elam and cfg.use_ldl
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"nope": 1})
+    args = parser.parse_args(["ablate", "--limit", "5", "--no-plots"])
+    assert args.limit == 5 and args.plots is False
+
+
+def test_ablation_tables_render_values_and_differences():
+    from methods.elam_ldl.ablate import render_report, render_tables
+
+    def m(v, lo, hi):
+        return {"value": v, "ci_low": lo, "ci_high": hi}
+
+    numbers = {
+        "variants": ["deep3d-recipe", "elam-ldl"], "bootstrap": 100, "seed": 0, "limit": None,
+        "datasets": {"synthetic/test": {
+            "counts": {"deep3d-recipe": {"n": 10, "ok": 9}, "elam-ldl": {"n": 10, "ok": 9}},
+            "metrics": {"deep3d-recipe": {"eye_f1": m(0.1, 0.0, 0.2),
+                                          "s2m_median_mm": m(1.5, 1.4, 1.6)},
+                        "elam-ldl": {"eye_f1": m(0.8, 0.7, 0.9),
+                                     "s2m_median_mm": m(1.52, 1.41, 1.63)}},
+            "diff": {"elam-ldl": {"eye_f1": m(0.7, 0.6, 0.8),
+                                  "s2m_median_mm": m(0.02, -0.01, 0.05)}},
+        }},
+    }
+    table = render_tables(numbers)
+    assert "| `elam-ldl` | ✓ | ✓ | 10 (9) | 0.800 [0.700, 0.900] | 1.52 [1.41, 1.63] |" in table
+    assert "+0.700 [+0.600, +0.800]" in table and "+0.02 [-0.01, +0.05]" in table
+    assert "# ELAM / LDL ablation" in render_report(numbers, table, [], Path("."))
