@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 DPI = 110
 
 
+#: Bump when the qualitative figure's drawing changes, so stored figures are redrawn.
+QUALITATIVE_VERSION = 2
+
 def cumulative_error_plot(records: Sequence[RunRecord], path: Path) -> Path | None:
     """NoW-style cumulative error curves (fraction of scan points below t mm), one per method."""
     recs = [r for r in records if r.status == "ok" and r.curves.get("per_point")]
@@ -146,7 +149,8 @@ def qualitative_plot(
         if show_images:
             ax_in.imshow(img)
         else:
-            ax_in.text(0.5, 0.5, "photo not\nredistributable", ha="center", va="center")
+            ax_in.text(0.5, 0.5, "photo not\nredistributable", ha="center", va="center",
+                       transform=ax_in.transAxes, fontsize=8)
         ax_in.set_title(label, fontsize=7)
         if show_images:
             ax_ov.imshow(img)

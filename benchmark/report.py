@@ -96,7 +96,8 @@ def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> li
     out: list[Path | None] = []
     for rec in ok:
         png = folder / f"qualitative_{rec.method}.png"
-        stamp = f"{rec.method_revision}-{rec.dataset_revision}-{','.join(chosen)}"
+        stamp = (f"{plots.QUALITATIVE_VERSION}-{rec.method_revision}-{rec.dataset_revision}-"
+                 f"{','.join(chosen)}")
         if png.is_file() and stamps.get(rec.method) == stamp:
             out.append(png)  # same predictions of the same samples: the figure is current
             continue
