@@ -281,6 +281,11 @@ class _PairRun:
                                              - self.timings["predict_seconds"])
         finally:
             self.bar.close()
+        n_scored_cached = len(ids) - len(todo)
+        logger.info("%s on %s/%s: %d samples: %d scores from cache, %d predictions from cache, "
+                    "%d predicted (%.1f s)", method.card.name, dataset.card.name, dataset.split,
+                    len(ids), n_scored_cached, self.timings["n_from_cache"] - n_scored_cached,
+                    self.timings["n_predicted"], self.timings["predict_seconds"])
         return self._record(ids)
 
     def _cached_score(self, sid: str) -> bool:
