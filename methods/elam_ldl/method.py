@@ -208,11 +208,3 @@ class ElamLdl(ElamLdlMethod):
 
     card = CARDS["elam-ldl"]
 
-
-#: Registry targets of the four variants (for ``methods/__init__.py``).
-REGISTRY = {
-    "deep3d-recipe": "methods.elam_ldl.method:Deep3dRecipe",
-    "elam": "methods.elam_ldl.method:Elam",
-    "ldl": "methods.elam_ldl.method:Ldl",
-    "elam-ldl": "methods.elam_ldl.method:ElamLdl",
-}
