@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmark.types import FaceSample
-from methods.elam_ldl.config import VARIANTS, TrainConfig
 from methods import METHODS
+from methods.elam_ldl.config import VARIANTS, TrainConfig
 from methods.elam_ldl.method import CARDS, Deep3dRecipe, ElamLdl
 from methods.elam_ldl.model import NetSpec, ReconNet, export_state
 
