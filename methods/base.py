@@ -77,6 +77,34 @@ class MethodCard:
     eyes_open_by_construction: bool = False
 
 
+def read_torch_file(path: str | Path | None, what: str, fmt: str | None = None,
+                    keys: tuple[str, ...] = ("state_dict",),
+                    error: type[ValueError] = ValueError) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (no pickle code runs).
+
+    Args:
+        path: the file (its existence is the caller's check: messages differ).
+        what: what the file is, for messages (``"ELAM+LDL checkpoint"``).
+        fmt: when given, the file must be a dict with ``"format": fmt`` and every key of
+            ``keys`` (this project's own checkpoint files).
+        keys: keys a file of format ``fmt`` must hold.
+        error: the ``ValueError`` subclass to raise.
+
+    Raises:
+        error: unreadable file, or not of format ``fmt`` (the message names the file).
+    """
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"cannot read {what} {str(path)!r}: {exc}") from exc
+    if fmt is not None and (not isinstance(data, dict) or data.get("format") != fmt
+                            or any(k not in data for k in keys)):
+        raise error(f"{str(path)!r} is not an eyebench {what} (format {fmt!r}).")
+    return data
+
+
 class Method(abc.ABC):
     """Base class of every reconstruction method adapter.
 
@@ -129,13 +157,8 @@ class Method(abc.ABC):
             ValueError: unreadable file, not a dict, or one of ``required`` keys missing
                 (the message names the file and the keys).
         """
-        import torch
-
         path = self.resolve_file(key)
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"cannot read {self.card.name} {key} {path}: {exc}") from exc
+        ckpt = read_torch_file(path, f"{self.card.name} {key}")
         missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
         if not isinstance(ckpt, dict) or missing:
             raise ValueError(f"{path} lacks {missing or 'a state dict'}; is it the official "

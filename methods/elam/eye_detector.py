@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from methods.base import read_torch_file
 from methods.elam.config import (  # noqa: F401 - re-exported
     CROP_SIZE,
     DEFAULT_WEIGHTS,
@@ -106,13 +107,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"eye-state detector weights {str(path)!r} are missing; train them with "
             f"`{TRAIN_COMMAND}` (or set {WEIGHTS_ENV} to a weights file)."
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read eye-state detector weights {str(path)!r}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "state_dict" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not an eyebench eye-state detector checkpoint.")
-    return ckpt
+    return read_torch_file(path, "eye-state detector checkpoint", FORMAT)
 
 
 class EyeStateDetector:

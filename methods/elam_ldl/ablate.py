@@ -246,9 +246,10 @@ def _ckpt_info(path: Path) -> dict[str, Any]:
 
     info: dict[str, Any] = {"path": str(path)}
     if path.is_file():
-        import torch
+        from methods.base import read_torch_file
+        from methods.elam_ldl.model import FORMAT
 
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = read_torch_file(path, "ELAM+LDL checkpoint", FORMAT)
         meta = ck.get("meta", {})
         info.update(sha256=file_sha256(path)[:16], mb=round(path.stat().st_size / 1e6, 2),
                     steps=meta.get("steps"), seed=meta.get("seed"),

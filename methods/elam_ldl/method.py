@@ -139,7 +139,7 @@ class ElamLdlMethod(Method):
         from methods.render.camera import project
 
         out: list[Prediction | None] = [None] * len(samples)
-        todo: list[tuple[int, Any, np.ndarray, float]] = []
+        todo: list[tuple[int, Any, float]] = []
         crops = []
         size = self.net.spec.input_size
         for i, sample in enumerate(samples):
@@ -156,7 +156,7 @@ class ElamLdlMethod(Method):
                 continue
             crop, _ = warp_image(image, tr, size)
             crops.append(crop)
-            todo.append((i, tr, res.landmarks, time.perf_counter() - t0))
+            todo.append((i, tr, time.perf_counter() - t0))
         if not todo:
             return [p for p in out if p is not None]
         t0 = time.perf_counter()
@@ -170,7 +170,7 @@ class ElamLdlMethod(Method):
             depth = geo.vertices_cam[..., 2].cpu().numpy()
             blink = c.exp[:, list(self.decoder.blink_ids)].cpu().numpy()
         dt = (time.perf_counter() - t0) / len(todo)
-        for k, (i, tr, _lm, t_detect) in enumerate(todo):
+        for k, (i, tr, t_detect) in enumerate(todo):
             image_xy = tr.invert(vimg[k])
             out[i] = Prediction(
                 status="ok",

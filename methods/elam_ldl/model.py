@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from methods.base import read_torch_file
 from methods.elam_ldl.albedo import N_ALBEDO, build_albedo_model
 from methods.elam_ldl.align import FOCAL_PER_224
 from methods.facemodel.model import MorphableModel, MorphableModelLayer
@@ -280,12 +281,7 @@ def load_checkpoint(path: str | Path) -> tuple[ReconNet, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ELAM+LDL checkpoint {str(path)!r} does not exist.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read ELAM+LDL checkpoint {str(path)!r}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "state_dict" not in ckpt:
-        raise CheckpointError(f"{str(path)!r} is not an eyebench ELAM+LDL checkpoint.")
+    ckpt = read_torch_file(path, "ELAM+LDL checkpoint", FORMAT, error=CheckpointError)
     net = ReconNet(NetSpec.from_dict(ckpt["spec"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     try:

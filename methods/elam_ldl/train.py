@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from methods.base import read_torch_file
 from methods.elam_ldl.config import RUN_ONLY_FIELDS, TrainConfig
 from methods.elam_ldl.data import (
     SOURCE_CODES,
@@ -137,11 +138,11 @@ def load_training_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     """A training checkpoint, checked against the config (``weights_only`` load).
 
     Raises:
-        ValueError: the checkpoint belongs to a different configuration.
+        ValueError: unreadable, not a training checkpoint, or one of a different
+            configuration.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
-        raise ValueError(f"{str(path)!r} is not an ELAM+LDL training checkpoint.")
+    state = read_torch_file(path, "ELAM+LDL training checkpoint", TRAIN_FORMAT,
+                            keys=("config", "net", "optimizer", "step"))
     if _comparable(state["config"]) != _comparable(cfg.to_dict()):
         diff = sorted(k for k, v in _comparable(cfg.to_dict()).items()
                       if state["config"].get(k) != v)

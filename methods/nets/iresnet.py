@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from methods.base import read_torch_file
+
 #: insightface's ArcFace alignment template for 112 x 112 crops (``arcface_dst``): eye
 #: centres (image left, image right), nose tip, mouth corners.
 ARCFACE_TEMPLATE = (
@@ -111,10 +113,7 @@ def load_iresnet(path: str | Path) -> IResNet:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"identity network weights {str(path)!r} do not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read identity network weights {str(path)!r}: {exc}") from exc
+    state = read_torch_file(path, "identity network weights")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return iresnet_from_state_dict(state, str(path))
