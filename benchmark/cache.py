@@ -106,7 +106,8 @@ class PredictionCache:
             "error": np.array(pred.error or ""),
             "extras": np.array(json.dumps(_jsonable(pred.extras))),
         }
-        for key in ("vertices", "landmarks7", "landmarks2d", "vertices_image", "eye_prob_closed"):
+        for key in ("vertices", "landmarks7", "landmarks2d", "vertices_image", "eye_prob_closed",
+                    "neutral_vertices"):
             value = getattr(pred, key)
             if value is not None:
                 arrays[key] = np.asarray(value, np.float32)
@@ -127,6 +128,7 @@ class PredictionCache:
                 landmarks2d=d.get("landmarks2d"),
                 vertices_image=d.get("vertices_image"),
                 eye_prob_closed=d.get("eye_prob_closed"),
+                neutral_vertices=d.get("neutral_vertices"),
                 error=str(d["error"]) or None,
                 extras=json.loads(str(d["extras"])),
             )

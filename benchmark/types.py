@@ -180,8 +180,12 @@ class Prediction:
             *input image* in pixels, for 2D NME.
         vertices_image: optional (V, 3) float32 vertices projected into the input image:
             x, y in pixels and camera depth (larger = farther), for overlays.
-        eye_prob_closed: optional (2,) float32, the method's own eye-state belief (ELAM's
-            detector output), kept for analysis only; eye-state metrics use the mesh.
+        eye_prob_closed: optional (2,) float32, the method's own eye-state belief in eye-index
+            order (ELAM's detector output, MediaPipe's eyeBlink blendshapes): a second
+            eye-state readout reported beside the mesh's; the headline eye metrics use the mesh.
+        neutral_vertices: optional (V, 3) float32 mesh of the same identity with expression
+            (and jaw) zeroed, same topology and frame conventions as ``vertices``; scored
+            against scans of datasets whose scans are neutral (NoW, REALY).
         error: error text when ``status == "error"``.
         extras: small JSON-able extras (timings, fitted coefficients' norms).
     """
@@ -193,6 +197,7 @@ class Prediction:
     landmarks2d: np.ndarray | None = None
     vertices_image: np.ndarray | None = None
     eye_prob_closed: np.ndarray | None = None
+    neutral_vertices: np.ndarray | None = None
     error: str | None = None
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
