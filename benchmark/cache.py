@@ -14,16 +14,21 @@ Layout under the cache root (``$EYEBENCH_CACHE`` or ``<project>/.cache``)::
 
 Every file is written to a temporary name and renamed, so a kill leaves either the old
 state or the new one. A file that fails to load is reported once, deleted and recomputed.
+Files get the permissions of an ordinary ``open()`` under the user's umask (``0644`` with
+umask ``022``), not the ``0600`` of the temporary file: caches, run records and the
+leaderboard are meant to be shared.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +51,46 @@ def safe_name(sample_id: str) -> str:
     return f"{cleaned.lstrip('.')[:80]}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
 
 
+def _umask() -> int:
+    """The process umask: from ``/proc`` where there is one (no window with another umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _umask_by_setting()
+
+
+@functools.lru_cache(maxsize=1)
+def _umask_by_setting() -> int:
+    """The umask read by setting it and restoring it, once per process (no ``/proc``)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """Permissions of a new regular file under the user's umask (``0o666 & ~umask``)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file and an atomic rename."""
+    """Writes ``data`` to ``path`` via a temporary file and an atomic rename.
+
+    The file gets :func:`file_mode` permissions (``mkstemp`` alone would leave ``0600``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:

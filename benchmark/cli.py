@@ -3,6 +3,11 @@
 Room: argument parsing and printing only; every command calls a library function
 (``runner.run``, ``report.build_report`` ...). Flags of ``run``/``score`` are generated
 from :class:`benchmark.config.RunConfig`, so defaults and help live there.
+
+Exit codes: 0 every requested (method, dataset) pair has a record; 1 some pair or dataset
+produced none (the last line lists them; see :mod:`benchmark.runner`); 2 a usage or
+configuration error (one line, no traceback); 130 interrupted (everything computed is
+cached).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmark.config import RunConfig, parse_options
+from benchmark.config import DEFAULT_OUTPUT_DIR, RunConfig, parse_options
 
 logger = logging.getLogger("benchmark")
 
@@ -29,7 +34,7 @@ EXTERNAL_SUBCOMMANDS: tuple[str, ...] = (
 
 RUN_EXAMPLES = """examples:
   python -m benchmark run --methods all
-  python -m benchmark run --methods 'fit-*,mean-shape' --limit 20
+  python -m benchmark run --methods 'fit-*,mean-shape' --limit 20   # into <cache>/runs-limited/
   python -m benchmark run --methods deca --method-option deca.checkpoint=~/deca_model.tar
   python -m benchmark run --methods all --datasets synthetic,real-faces-val --seed 0
   python -m benchmark run --config my_run.yaml --overwrite always
@@ -64,7 +69,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ())
             caster = int if "int" in str(hint) else float if "float" in str(hint) else str
             parser.add_argument(flag, dest=field.name, type=caster, default=default,
                                 choices=choices,
-                                help=f"{help_text} (default: {default})")
+                                help=help_text if default is None
+                                else f"{help_text} (default: {default})")
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file of run options (flags given on the command line win)")
     parser.add_argument("-v", "--verbosity", type=int, default=1, choices=range(4),
@@ -92,24 +98,35 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def _print_summary(summary) -> None:
     from benchmark.leaderboard import render_console
+    from benchmark.results import one_line
 
     print(render_console(summary.records))
     for name, reason in summary.skipped_datasets.items():
-        print(f"dataset {name}: {reason}")
+        print(f"dataset {name}: {one_line(reason)}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Runs methods on datasets, then renders the leaderboard."""
+    """Runs methods on datasets, then renders the leaderboard; exit 1 if a pair failed."""
     from benchmark.report import build_report
     from benchmark.runner import run
 
     cfg = config_from_args(args, args.parser)
     summary = run(cfg, show_progress=args.verbosity > 0)
     _print_summary(summary)
-    if cfg.leaderboard:
-        path = build_report(Path(cfg.output_dir), cfg.resolved_cache_dir(), draw=cfg.plots)
+    out = cfg.resolved_output_dir()
+    if cfg.limit is not None and not cfg.output_dir:
+        print(f"--limit {cfg.limit} run: records written to {out} (exploratory runs stay out "
+              f"of results/; give --output-dir to choose the folder)")
+    if cfg.leaderboard and (out / "runs").is_dir():
+        path = build_report(out, cfg.resolved_cache_dir(), draw=cfg.plots)
         print(f"leaderboard: {path}")
     print(f"done in {summary.seconds:.1f} s")
+    if summary.failed:
+        for line in summary.failed:
+            print(f"failed: {line}", file=sys.stderr)
+        print(f"FAILED: {len(summary.failed)} requested item(s) produced no record (listed "
+              f"above); exit code 1.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -183,13 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="evaluate methods on datasets and write the leaderboard",
                        usage="python -m benchmark run [--methods M] [--datasets D] [options]",
                        epilog=RUN_EXAMPLES, formatter_class=fmt)
-    _add_config_flags(p)
+    _add_config_flags(p, skip=("allow_fewer",))
     p.set_defaults(func=cmd_run, parser=p)
 
     p = sub.add_parser("score", help="re-score cached predictions without running methods",
                        usage="python -m benchmark score [--methods M] [--datasets D] [options]",
                        epilog="examples:\n  python -m benchmark score --methods all\n"
-                              "  python -m benchmark score --closed-threshold 0.12\n",
+                              "  python -m benchmark score --closed-threshold 0.12\n"
+                              "A pair lacking cached predictions keeps its previous record "
+                              "(exit 1)\nunless --allow-fewer.\n",
                        formatter_class=fmt)
     _add_config_flags(p, skip=("overwrite",))
     p.set_defaults(func=cmd_score, parser=p)
@@ -206,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  python -m benchmark leaderboard\n"
                               "  python -m benchmark leaderboard --output-dir my_results "
                               "--no-plots\n", formatter_class=fmt)
-    p.add_argument("--output-dir", default=RunConfig.output_dir,
+    p.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR),
                    help="folder holding runs/ (default: results/)")
     p.add_argument("--cache-dir", default=None, help="prediction cache, for qualitative plots")
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,

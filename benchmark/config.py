@@ -20,6 +20,9 @@ from typing import Any
 #: Project root (the folder holding pyproject.toml).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: Where full runs write records, LEADERBOARD.md and plots unless told otherwise.
+DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "results"
+
 OVERWRITE_STRATEGIES = ("only-missing", "always", "only-cache")
 
 
@@ -51,9 +54,11 @@ class RunConfig:
     device: str = dataclasses.field(
         default="cpu", metadata=_help("torch device for methods", choices=("cpu", "cuda"))
     )
-    output_dir: str = dataclasses.field(
-        default=str(PROJECT_ROOT / "results"),
-        metadata=_help("where run records, LEADERBOARD.md and plots are written"),
+    output_dir: str | None = dataclasses.field(
+        default=None,
+        metadata=_help("where run records, LEADERBOARD.md and plots are written (default: "
+                       "results/; runs with --limit: <cache>/runs-limited/limit-N/, so "
+                       "exploratory runs never land in the tracked results/)"),
     )
     cache_dir: str | None = dataclasses.field(
         default=None,
@@ -90,6 +95,11 @@ class RunConfig:
         default=True, metadata=_help("render LEADERBOARD.md and plots after the run")
     )
     plots: bool = dataclasses.field(default=True, metadata=_help("draw plots with the leaderboard"))
+    allow_fewer: bool = dataclasses.field(
+        default=False,
+        metadata=_help("score: write a record even when fewer predictions are cached than the "
+                       "samples asked for (replacing a fuller record)"),
+    )
     method_options: dict[str, dict[str, str]] = dataclasses.field(
         default_factory=dict,
         metadata=_help("per-method options, NAME.KEY=VALUE (repeatable)", cli="--method-option"),
@@ -105,6 +115,14 @@ class RunConfig:
         if self.cache_dir:
             return Path(self.cache_dir)
         return default_cache_dir()
+
+    def resolved_output_dir(self) -> Path:
+        """The output folder actually used (see the ``output_dir`` help)."""
+        if self.output_dir:
+            return Path(self.output_dir).expanduser()
+        if self.limit is not None:
+            return self.resolved_cache_dir() / "runs-limited" / f"limit-{self.limit}"
+        return DEFAULT_OUTPUT_DIR
 
     def validate(self) -> None:
         """Raises ``ValueError`` with one sentence when a value is out of range."""
@@ -126,20 +144,77 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
-        """Reads a YAML mapping whose keys are field names (unknown keys are an error)."""
+        """Reads a YAML mapping whose keys are field names.
+
+        Raises:
+            ValueError: one sentence naming the file (and the line for YAML syntax errors,
+                the key for unknown keys and wrong types).
+        """
         import yaml
 
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        where = f"config file {str(path)!r}"
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{where} is not valid YAML{at}: {problem}.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ValueError(f"{where} cannot be read: {reason}.") from None
         if not isinstance(data, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value.")
+            raise ValueError(f"{where} must hold a mapping of option: value.")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(str(k) for k in set(data) - names)
         if unknown:
-            raise ValueError(
-                f"config file {str(path)!r} has unknown keys {unknown}; known: {sorted(names)}."
-            )
-        return cls(**data)
+            raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(names))}.")
+        return cls(**{k: _typed(k, v, where) for k, v in data.items()})
+
+
+_LIST_FIELDS = ("methods", "exclude", "datasets")
+
+
+def _typed(key: str, value: Any, where: str) -> Any:
+    """A YAML value checked (and lightly converted) against the field's type."""
+    import typing
+
+    hint = str(typing.get_type_hints(RunConfig)[key])
+
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"{where}: key {key!r} must be {expected}, got {value!r}.")
+
+    optional = "None" in hint
+    if value is None:
+        if optional:
+            return None
+        raise bad("given a value")
+    if hint == "<class 'bool'>":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if "int" in hint and "dict" not in hint:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+        return value
+    if "float" in hint:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if "dict" in hint:
+        ok = isinstance(value, dict) and all(
+            isinstance(v, dict) and all(not isinstance(x, dict | list) for x in v.values())
+            for v in value.values())
+        if not ok:
+            raise bad("a mapping NAME: {KEY: VALUE}")
+        return {str(n): {str(k): str(x) for k, x in opts.items()} for n, opts in value.items()}
+    if key in _LIST_FIELDS and isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return ",".join(value)
+    if not isinstance(value, str):
+        raise bad("a string" + (" or a list of strings" if key in _LIST_FIELDS else ""))
+    return value
 
 
 def default_cache_dir() -> Path:

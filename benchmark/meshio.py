@@ -1,6 +1,8 @@
 """Reading and writing meshes and landmark files (OBJ/PLY/..., NoW .npy/.txt/.pp).
 
-Room: file formats only; arrays come out in the file's own unit (callers convert).
+Room: file formats only; arrays come out in the file's own unit (callers convert). Files
+holding NaN or infinite coordinates are rejected here, with the file and the count, so no
+later step reports a meaningless size or distance.
 """
 
 from __future__ import annotations
@@ -109,7 +111,22 @@ def read_mesh(path: str | Path, allow_points: bool = False) -> tuple[np.ndarray,
             )
     if faces.shape[0] == 0 and not allow_points:
         raise ValueError(f"mesh file {str(path)!r} has no triangles; a prediction needs a surface.")
+    _check_finite(verts, path, "vertices")
+    if faces.shape[0] and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise ValueError(f"mesh file {str(path)!r} has faces indexing vertices outside "
+                         f"1..{len(verts)}.")
     return verts, faces
+
+
+def _check_finite(points: np.ndarray, path: Path, what: str) -> None:
+    """Raises ``ValueError`` naming the file when some points have NaN/infinite coordinates."""
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        first = np.flatnonzero(bad)[:3] + 1
+        raise ValueError(
+            f"{str(path)!r}: {int(bad.sum())} of {len(points)} {what} have NaN or infinite "
+            f"coordinates (first: {', '.join(map(str, first))}; 1-based)."
+        )
 
 
 def read_landmarks(path: str | Path) -> np.ndarray:
@@ -129,12 +146,16 @@ def read_landmarks(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"landmark file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".txt", ".pp"):
+        raise ValueError(
+            f"landmark file {str(path)!r}: unknown format {suffix!r}; use .npy, .txt or .pp."
+        )
     try:
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         elif suffix == ".txt":
             arr = np.loadtxt(path, dtype=np.float64, delimiter=None, ndmin=2)
-        elif suffix == ".pp":
+        else:
             root = ET.parse(path).getroot()
             arr = np.array(
                 [
@@ -142,18 +163,21 @@ def read_landmarks(path: str | Path) -> np.ndarray:
                     for p in root.iter("point")
                 ]
             )
-        else:
-            raise ValueError(
-                f"landmark file {str(path)!r}: unknown format {suffix!r}; use .npy, .txt or .pp."
-            )
-    except (OSError, ET.ParseError, KeyError) as exc:
+    except KeyError as exc:
+        raise ValueError(f"could not parse landmark file {str(path)!r}: a <point> lacks its "
+                         f"{exc} attribute.") from exc
+    except (OSError, ET.ParseError, ValueError, EOFError) as exc:
         raise ValueError(f"could not parse landmark file {str(path)!r}: {exc}.") from exc
-    arr = np.asarray(arr, np.float64)
+    try:
+        arr = np.asarray(arr, np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"landmark file {str(path)!r} does not hold numbers: {exc}.") from exc
     if arr.shape != (7, 3):
         raise ValueError(
             f"landmark file {str(path)!r} holds shape {arr.shape}; the NoW protocol needs 7 "
             f"points of 3 coordinates."
         )
+    _check_finite(arr, path, "landmarks")
     return arr
 
 

@@ -4,12 +4,18 @@ Room: gathers records, draws every plot under ``<output>/plots/<dataset>__<split
 writes the leaderboard that links them. Curves and confusion matrices need only the
 records; the qualitative grids also need the prediction cache and the dataset, and are
 skipped (with a log line) when either is gone.
+
+Qualitative grids of datasets whose card says ``redistributable=False`` (research-only
+photos) are derived from those photos, so they are drawn only where the output folder is not
+a tracked part of a git work tree (outside any repository, or git-ignored): they can never
+end up committed with ``results/``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,7 @@ import numpy as np
 from benchmark import plots
 from benchmark.cache import CorruptCacheFile, PredictionCache, atomic_write_bytes
 from benchmark.config import default_cache_dir
-from benchmark.leaderboard import group_records, write_leaderboard
+from benchmark.leaderboard import sections, write_leaderboard
 from benchmark.results import RunRecord, load_records
 from benchmark.types import EYE_CLOSED, EYE_OPEN, NOW7_FROM_68
 
@@ -40,7 +46,7 @@ def build_report(output_dir: Path, cache_root: Path | None = None,
     records = load_records(output_dir)
     plot_paths: dict[str, list[Path]] = {}
     if draw:
-        for key, recs in group_records(records).items():
+        for key, recs in sections(records).items():
             folder = output_dir / "plots" / key
             made = [
                 plots.cumulative_error_plot(recs, folder / "cumulative_error.png"),
@@ -50,6 +56,29 @@ def build_report(output_dir: Path, cache_root: Path | None = None,
                 made += _qualitative(recs, folder, cache_root or default_cache_dir())
             plot_paths[key] = [p for p in made if p is not None]
     return write_leaderboard(output_dir, records, plot_paths)
+
+
+def in_tracked_area(path: Path) -> bool:
+    """Whether ``path`` lies in a git work tree and is not git-ignored (could be committed).
+
+    ``path`` need not exist. False when git is missing or the folder is in no repository.
+    """
+    path = Path(path).expanduser().absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_file():
+        probe = probe.parent
+    try:
+        top = subprocess.run(["git", "-C", str(probe), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=10)
+        if top.returncode != 0:
+            return False
+        ignored = subprocess.run(["git", "-C", top.stdout.strip(), "check-ignore", "-q",
+                                  str(path)], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return ignored.returncode != 0
 
 
 def _pick_samples(dataset, ids: list[str], n_max: int = 4) -> list[str]:
@@ -75,8 +104,15 @@ def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> li
     if not ok:
         return []
     first = ok[0]
+    if not first.dataset_card.get("redistributable") and in_tracked_area(folder):
+        logger.info("qualitative plots for %s not drawn: %s is research-only data and %s is "
+                    "tracked by git (use an untracked --output-dir)", first.key, first.dataset,
+                    folder)
+        return []
     try:
-        dataset = DATASETS.get(first.dataset)(split=first.split)
+        root = (first.dataset_instance or {}).get("root")
+        dataset = (DATASETS.get(first.dataset)(split=first.split, root=root) if root
+                   else DATASETS.get(first.dataset)(split=first.split))
         if not dataset.availability().ok or dataset.revision() != first.dataset_revision:
             logger.info("qualitative plots for %s skipped: dataset unavailable or changed",
                         first.key)

@@ -5,8 +5,12 @@ from these records alone (no cache needed), so records are what CI and users com
 
 Layout under the output folder (default ``results/``)::
 
-    runs/<dataset>__<split>/<method>/result.json     RunRecord (schema below)
-    runs/<dataset>__<split>/<method>/samples.parquet per-sample rows (no images, no meshes)
+    runs/<key>/<method>/result.json     RunRecord (schema below)
+    runs/<key>/<method>/samples.parquet per-sample rows (no images, no meshes)
+
+``<key>`` is ``<dataset>__<split>``, and ``<dataset>__<split>__<root digest8>`` for datasets
+whose card says ``instance_keyed`` (a user's photo folder, NoW): two folders evaluated into
+one output folder never overwrite each other's records.
 
 ``result.json`` keys (schema_version 1):
 
@@ -15,6 +19,13 @@ Layout under the output folder (default ``results/``)::
   revision + weight hashes), card fields (description, licence, reference, topology,
   training_datasets, eyes_open_by_construction).
 * ``dataset`` / ``split`` / ``dataset_revision`` / ``dataset_card``: likewise for the data.
+* ``dataset_instance``: which copy of the data: ``root`` (resolved folder, null for generated
+  data), ``content_digest`` (= ``dataset_revision``: file names, sizes, labels) and ``key``
+  (8 hex digits of the root, part of the record's folder for instance-keyed datasets; empty
+  otherwise). Empty in records written before it existed.
+* ``sample_set``: the samples the record covers: ``count`` and ``digest`` (16 hex digits of
+  the sha256 of the sorted sample ids, one per line), and ``limit`` (``--limit`` or null).
+  The leaderboard never ranks records of different sample sets in one table.
 * ``status``: ``ok``; ``skipped`` (method or data unavailable: ``reason`` + ``fix``);
   ``error`` (the whole pair failed: ``reason`` holds the error).
 * ``n_samples``, ``n_ok``, ``n_no_face``, ``n_error``: sample counts by status.
@@ -75,13 +86,23 @@ class RunRecord:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    dataset_instance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sample_set: dict[str, Any] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     rows: list[dict[str, Any]] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def key(self) -> str:
-        """``<dataset>__<split>``: the folder and leaderboard section of this record."""
-        return f"{self.dataset}__{self.split}"
+        """``<dataset>__<split>[__<instance>]``: the folder and leaderboard section."""
+        instance = self.dataset_instance.get("key") if self.dataset_instance else ""
+        return f"{self.dataset}__{self.split}" + (f"__{instance}" if instance else "")
+
+    @property
+    def sample_set_id(self) -> str:
+        """Identity of the covered samples (older records: count and limit)."""
+        if self.sample_set.get("digest"):
+            return str(self.sample_set["digest"])
+        return f"n{self.n_samples}-limit{self.params.get('limit')}"
 
     def folder(self, output_dir: Path) -> Path:
         """Where this record lives under an output folder."""
@@ -136,6 +157,29 @@ class RunRecord:
         if self.rows is not None:
             return pd.DataFrame(self.rows)
         return pd.read_parquet(self.folder(output_dir) / SAMPLES_FILE)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters.
+
+    Reasons stored in records keep their full text; listings show them with this.
+    """
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def sample_set_digest(ids: list[str]) -> str:
+    """16 hex digits of the sha256 of the sorted sample ids (one per line)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+def instance_key(root: str | Path) -> str:
+    """8 hex digits naming a dataset root (its resolved absolute path)."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:8]
 
 
 def load_records(output_dir: Path) -> list[RunRecord]:

@@ -9,12 +9,25 @@ Per (dataset, method) pair::
         score cached?  -> read it
         else prediction cached? -> read it, else load sample, predict (batched), cache it
              -> score it, cache the score
-    aggregate rows -> RunRecord -> results/runs/<dataset>__<split>/<method>/
+    aggregate rows -> RunRecord -> <output>/runs/<record key>/<method>/
 
-Failures are data: a sample whose prediction raises is an ``error`` row; a method without
+Failures are data: a sample whose prediction raises is an ``error`` row, and so is one whose
+image does not decode or whose loader reports a problem (checked before any method sees
+it, for every method: ``benchmark.datasets.base.checked_input``); a method without
 its files or extras is a ``skipped`` record; a method that fails to load is an ``error``
 record; the run goes on (unless ``raise_errors``). Every prediction and score is on disk
 the moment it is computed, so Ctrl-C loses nothing and a re-run resumes.
+
+Every requested (method, dataset) pair that ends without a usable record is listed in
+:attr:`RunSummary.failed` (the CLI exits 1 then): a method that failed to load, a split or
+dataset that does not exist or is unavailable, a method skipped for missing files (unless
+``--methods all``; a dataset likewise unless ``--datasets all``), a pair where nothing was
+evaluated, and a cache-only re-score that lacks predictions (the previous record is kept
+unless ``allow_fewer``). Options for unknown keys or unselected methods/datasets are
+refused before anything runs.
+
+Scoring workers watch their parent: when the runner dies (kill -9, out of memory) they exit
+within a second instead of lingering.
 """
 
 from __future__ import annotations
@@ -23,21 +36,23 @@ import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 import metrics as M
 from benchmark import provenance
 from benchmark.cache import CorruptCacheFile, PredictionCache, ScoreCache
 from benchmark.config import RunConfig
 from benchmark.datasets import DATASETS
-from benchmark.datasets.base import Dataset
-from benchmark.results import RunRecord
+from benchmark.datasets.base import Dataset, SampleError, checked_input, load_sample_or_error
+from benchmark.progress import progress
+from benchmark.results import RunRecord, instance_key, one_line, sample_set_digest
 from benchmark.scoring import ScoreTable, ScoringParams, aggregate, confusion, curves, score_sample
 from benchmark.types import FaceSample, Prediction
 from methods import METHODS
@@ -52,11 +67,44 @@ class RunInterrupted(KeyboardInterrupt):
 
 @dataclasses.dataclass
 class RunSummary:
-    """What one ``run`` call did: records written and datasets skipped."""
+    """What one ``run`` call did.
+
+    Attributes:
+        records: records written (ok, skipped and error ones).
+        skipped_datasets: dataset -> why it was not evaluated.
+        seconds: wall time.
+        failed: one line per requested (method, dataset) pair, or dataset, that produced no
+            usable record (see the module docstring); empty when everything asked for ran.
+        output_dir: where the records went.
+    """
 
     records: list[RunRecord]
     skipped_datasets: dict[str, str]
     seconds: float
+    failed: list[str] = dataclasses.field(default_factory=list)
+    output_dir: Path | None = None
+
+
+def check_options(config: RunConfig, method_names: list[str], dataset_names: list[str]) -> None:
+    """Refuses options of unknown keys, and options of methods/datasets not selected.
+
+    Raises:
+        ValueError: one line naming the option and what to do.
+        UnknownNameError: an option for a name that is not registered.
+    """
+    for kind, registry, given, selected, flag in (
+            ("method", METHODS, config.method_options, method_names, "--methods"),
+            ("dataset", DATASETS, config.dataset_options, dataset_names, "--datasets")):
+        chosen = getattr(config, "methods" if kind == "method" else "datasets")
+        for name, opts in given.items():
+            cls = registry.get(name)
+            keys = ", ".join(f"{name}.{k}" for k in opts)
+            if name not in selected:
+                raise ValueError(
+                    f"--{kind}-option {keys} is given but {kind} {name!r} is not selected "
+                    f"({flag} {chosen}); add it to {flag} (e.g. {flag} {name}) or drop the "
+                    f"option.")
+            cls.check_options(opts)
 
 
 def check_output_dir(path: Path) -> None:
@@ -95,15 +143,19 @@ def run(config: RunConfig, show_progress: bool = True) -> RunSummary:
     """Evaluates the selected methods on the selected datasets (see module docstring).
 
     Raises:
-        ValueError: bad configuration (unknown name, unwritable output folder, ...).
+        ValueError: bad configuration (unknown name or option key, unwritable output
+            folder, ...).
         RunInterrupted: on Ctrl-C; everything computed so far is cached.
     """
     t_start = time.perf_counter()
     config.validate()
-    output_dir = Path(config.output_dir)
-    check_output_dir(output_dir)
     method_names = METHODS.select(config.methods, config.exclude)
     dataset_names = DATASETS.select(config.datasets)
+    check_options(config, method_names, dataset_names)
+    output_dir = config.resolved_output_dir()
+    check_output_dir(output_dir)
+    all_methods = config.methods.strip() == "all"
+    all_datasets = config.datasets.strip() == "all"
     threshold = (
         config.closed_threshold
         if config.closed_threshold is not None
@@ -118,36 +170,89 @@ def run(config: RunConfig, show_progress: bool = True) -> RunSummary:
     }
     records: list[RunRecord] = []
     skipped: dict[str, str] = {}
+    failed: list[str] = []
     methods: dict[str, Method] = {}
     scorer = Scorer(params, config.workers, config.raise_errors)
     try:
         for dname in dataset_names:
+            lenient = all_datasets  # unavailable data is a listed, non-failing state then
             try:
                 dataset = make_dataset(dname, config)
-            except ValueError as exc:
-                skipped[dname] = str(exc)
-                logger.warning("dataset %s skipped: %s", dname, exc)
+                avail = dataset.availability()
+                reason = "" if avail.ok else str(avail)
+                ids = dataset.sample_ids() if avail.ok else []
+            except (ValueError, FileNotFoundError) as exc:
+                # Under --datasets all a split the dataset lacks is listed, not failed.
+                dataset, reason = None, str(exc)
+                lenient = lenient and "has no split" in reason
+            if not reason:
+                if config.limit is not None:
+                    ids = ids[: config.limit]
+                if not ids:
+                    reason, lenient = "no samples to evaluate", False
+            if reason:
+                skipped[dname] = reason
+                logger.warning("dataset %s not evaluated: %s", dname, one_line(reason))
+                if not lenient:
+                    failed.append(f"dataset {dname}: {one_line(reason)}")
                 continue
-            avail = dataset.availability()
-            if not avail.ok:
-                skipped[dname] = str(avail)
-                logger.warning("dataset %s %s", dname, avail)
-                continue
-            ids = dataset.sample_ids()
-            if config.limit is not None:
-                ids = ids[: config.limit]
             for mname in method_names:
                 if mname not in methods:
                     methods[mname] = make_method(mname, config)
                 pair = _PairRun(methods[mname], dataset, config, params, base, scorer)
                 record = pair.evaluate(ids, show_progress)
-                record.to_disk(output_dir)
-                records.append(record)
+                problem = _pair_problem(record, pair, config, all_methods)
+                if problem:
+                    failed.append(f"{mname} on {record.dataset}/{record.split}: {problem}")
+                if not (record.status == "ok" and pair.missing and not config.allow_fewer):
+                    record.to_disk(output_dir)
+                    records.append(record)
     except KeyboardInterrupt:
         raise RunInterrupted() from None
     finally:
         scorer.close()
-    return RunSummary(records, skipped, time.perf_counter() - t_start)
+    return RunSummary(records, skipped, time.perf_counter() - t_start, failed, output_dir)
+
+
+def _pair_problem(record: RunRecord, pair: _PairRun, config: RunConfig,
+                  all_methods: bool) -> str:
+    """Why a pair's record does not count as evaluated ("" when it does)."""
+    if record.status == "error":
+        return one_line(record.reason)
+    if record.status == "skipped":
+        if all_methods:
+            return ""
+        fix = f" (fix: {one_line(record.fix)})" if record.fix else ""
+        return f"skipped: {one_line(record.reason)}{fix}"
+    if pair.missing:
+        how = _run_command(record, pair.dataset, config)
+        if config.allow_fewer:
+            logger.warning("%s on %s: %d of %d predictions are not cached; record written "
+                           "with fewer predictions (--allow-fewer)", record.method, record.key,
+                           pair.missing, record.n_samples)
+            return ""
+        return (f"{pair.missing} of {record.n_samples} predictions are not cached, so the "
+                f"record was not written (the previous one, if any, is kept); compute them "
+                f"with `{how}`, or pass --allow-fewer to score the "
+                f"{record.n_samples - pair.missing} cached ones.")
+    if record.n_samples and record.n_error == record.n_samples:
+        first = record.failures[0]["error"] if record.failures else ""
+        return f"every sample failed ({record.n_error}; first: {one_line(first, 160)})"
+    return ""
+
+
+def _run_command(record: RunRecord, dataset: Dataset, config: RunConfig) -> str:
+    """The ``run`` command that computes a pair's missing predictions."""
+    cmd = (f"python -m benchmark run --methods {record.method} --datasets {record.dataset} "
+           f"--split {record.split}")
+    if dataset.root is not None and dataset.card.root_env:
+        cmd += f" --dataset-option {record.dataset}.root={dataset.root}"
+    if record.params.get("limit"):
+        cmd += f" --limit {record.params['limit']}"
+    for flag, value in (("--cache-dir", config.cache_dir), ("--output-dir", config.output_dir)):
+        if value:
+            cmd += f" {flag} {value}"
+    return cmd
 
 
 def _score_job(sample: FaceSample, pred: Prediction, params: ScoringParams,
@@ -162,6 +267,51 @@ def _score_job(sample: FaceSample, pred: Prediction, params: ScoringParams,
         row, _ = score_sample(sample, Prediction.failed("error", ""), params)
         row["error"] = f"scoring: {type(exc).__name__}: {exc}"
         return row, None
+
+
+#: Seconds between two checks of a scoring worker that its parent is alive.
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit as soon as the parent process is gone.
+
+    On Linux the kernel is asked to kill the worker when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread also polls the parent pid
+    (re-parenting changes ``os.getppid()``) and calls ``os._exit``.
+    """
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the watch began
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Spawned worker processes that exit when this process dies (even by kill -9).
+
+    The multiprocessing resource tracker exits on its own once every process holding its
+    pipe (this one and the workers) is gone.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 class Scorer:
@@ -191,8 +341,7 @@ class Scorer:
             done(sample.id, *_score_job(sample, pred, self.params, self.raise_errors))
             return
         if self._pool is None:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = worker_pool(self.workers)
         # The image is not needed for scoring; leave it behind instead of pickling it.
         light = dataclasses.replace(sample, image=np.zeros((1, 1, 3), np.uint8))
         fut = self._pool.submit(_score_job, light, pred, self.params, self.raise_errors)
@@ -230,6 +379,15 @@ class _PairRun:
         self.distances: dict[str, np.ndarray] = {}
         self.timings = {"predict_seconds": 0.0, "score_seconds": 0.0, "n_predicted": 0,
                         "n_from_cache": 0}
+        #: Samples without a cached prediction in a cache-only re-score.
+        self.missing = 0
+        root = dataset.root.expanduser().resolve() if dataset.root is not None else None
+        self.instance: dict[str, Any] = {
+            "root": str(root) if root is not None else None,
+            "content_digest": "",
+            "key": instance_key(root) if root is not None and dataset.card.instance_keyed
+            else "",
+        }
 
     def _skip(self, status: str, reason: str, fix: str = "") -> RunRecord:
         return RunRecord(
@@ -237,6 +395,7 @@ class _PairRun:
             split=self.dataset.split, status=status, reason=reason, fix=fix,
             method_card=_method_card_dict(self.method),
             dataset_card=_dataset_card_dict(self.dataset), provenance=dict(self.base),
+            dataset_instance=dict(self.instance),
         )
 
     def evaluate(self, ids: list[str], show_progress: bool) -> RunRecord:
@@ -254,15 +413,15 @@ class _PairRun:
             if config.raise_errors:
                 raise
             return self._skip("error", f"{type(exc).__name__}: {exc}")
+        self.instance["content_digest"] = self.drev
         slot = (Path(dataset.card.name) / dataset.split / method.card.name
                 / f"{self.mrev}-{self.drev}")
         cache_root = config.resolved_cache_dir()
         self.preds = PredictionCache(cache_root / "predictions" / slot)
         self.scores = ScoreCache(cache_root / "scores" / slot / self.params.digest())
 
-        self.bar = tqdm(total=len(ids), desc=f"{method.card.name} on {dataset.card.name}/"
-                        f"{dataset.split}", disable=not show_progress, unit="img",
-                        dynamic_ncols=True)
+        self.bar = progress(len(ids), f"{method.card.name} on {dataset.card.name}/"
+                            f"{dataset.split}", enabled=show_progress)
         try:
             todo = [sid for sid in ids if not self._cached_score(sid)]
             # A method that does not batch is called one sample at a time, so every
@@ -270,7 +429,10 @@ class _PairRun:
             batches = type(method).predict_batch is not Method.predict_batch
             t0 = time.perf_counter()
             for batch_ids in _chunks(todo, config.batch_size if batches else 1):
-                samples = {sid: dataset.load_sample(sid) for sid in batch_ids}
+                # A sample the loader cannot build (NoW subject without its scan) carries
+                # the reason and becomes an error row; the other samples are scored.
+                samples = {sid: load_sample_or_error(dataset, sid, config.raise_errors)
+                           for sid in batch_ids}
                 got = self._predictions(samples)
                 if got is None:
                     return self._skip("error", self.load_error)
@@ -282,6 +444,8 @@ class _PairRun:
         finally:
             self.bar.close()
         n_scored_cached = len(ids) - len(todo)
+        if config.overwrite == "only-cache":
+            self.missing = sum(self.rows[sid]["status"] == "skipped" for sid in ids)
         logger.info("%s on %s/%s: %d samples: %d scores from cache, %d predictions from cache, "
                     "%d predicted (%.1f s)", method.card.name, dataset.card.name, dataset.split,
                     len(ids), n_scored_cached, self.timings["n_from_cache"] - n_scored_cached,
@@ -341,7 +505,21 @@ class _PairRun:
             logger.error("%s failed to load: %s", self.method.card.name, exc)
             self.load_error = f"failed to load: {type(exc).__name__}: {exc}"
             return None
-        new = _predict(self.method, [samples[s] for s in need], self.config.raise_errors)
+        # Inputs are checked (image decoded once, handed on decoded) before any method sees
+        # them, so an unreadable image is an error row also for methods that ignore pixels.
+        for sid in list(need):
+            try:
+                samples[sid] = checked_input(samples[sid])
+            except SampleError as exc:
+                if self.config.raise_errors:
+                    raise
+                bad = Prediction.failed("error", str(exc))
+                bad.extras["seconds"] = 0.0
+                self.preds.put(sid, bad)
+                got[sid] = bad
+                need.remove(sid)
+        new = (_predict(self.method, [samples[s] for s in need], self.config.raise_errors)
+               if need else [])
         for sid, pred in zip(need, new):
             self.preds.put(sid, pred)
             got[sid] = pred
@@ -350,9 +528,9 @@ class _PairRun:
         return got
 
     def _previous_record(self) -> RunRecord | None:
-        path = (Path(self.config.output_dir) / "runs"
-                / f"{self.dataset.card.name}__{self.dataset.split}" / self.method.card.name
-                / "result.json")
+        probe = RunRecord(method=self.method.card.name, dataset=self.dataset.card.name,
+                          split=self.dataset.split, dataset_instance=self.instance)
+        path = probe.folder(self.config.resolved_output_dir()) / "result.json"
         try:
             return RunRecord.from_disk(path) if path.is_file() else None
         except ValueError:
@@ -404,6 +582,9 @@ class _PairRun:
                 {"sample_id": r["sample_id"], "status": r["status"], "error": r["error"]}
                 for r in ordered if r["status"] != "ok"
             ][:20],
+            dataset_instance=dict(self.instance),
+            sample_set={"count": len(ids), "digest": sample_set_digest(ids),
+                        "limit": config.limit},
             rows=ordered,
         )
 
@@ -413,7 +594,11 @@ def _rows_digest(rows: list[dict[str, Any]], config: RunConfig) -> str:
     import hashlib
     import json
 
-    h = hashlib.sha256(f"{config.bootstrap}|{config.seed}|{M.__version__}".encode())
+    from benchmark.scoring import METRICS
+
+    # the registered metrics too: a metric added to the registry must reach old records
+    h = hashlib.sha256(f"{config.bootstrap}|{config.seed}|{M.__version__}|"
+                       f"{','.join(METRICS.names())}".encode())
     for r in rows:
         h.update(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True,
                             default=str).encode())

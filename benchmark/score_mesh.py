@@ -5,7 +5,9 @@ Room: the file-reading shell around :func:`metrics.now_scan_to_mesh` and the
 :func:`main` are the thin argparse wrapper the CLI mounts.
 
 Files are read by :mod:`benchmark.meshio` (meshes: .obj with or without vertex colours,
-.ply/.off/.stl/.glb, point clouds; landmarks: .npy, .txt, MeshLab .pp).
+.ply/.off/.stl/.glb, point clouds; landmarks: .npy, .txt, MeshLab .pp). A file with NaN or
+infinite coordinates is refused with its name and the count of bad vertices (one line,
+exit 2), before any size check could report a meaningless "nan m" extent.
 
 Python use::
 

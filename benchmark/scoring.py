@@ -20,10 +20,19 @@ import numpy as np
 
 import metrics as M
 from benchmark.registry import Registry
-from benchmark.types import EYE_CLOSED, EYE_UNKNOWN, NOW7_FROM_68, FaceSample, Prediction
+from benchmark.types import (
+    EYE_CLOSED,
+    EYE_OPEN,
+    EYE_UNKNOWN,
+    NOW7_FROM_68,
+    FaceSample,
+    Prediction,
+)
 
 #: Bump when a per-sample row changes meaning (invalidates cached scores).
-SCORING_VERSION = "1"
+# 2: eye-region S2M (GT-mesh samples), REALY regions; 3: neutral mesh for neutral scans;
+# 4: per-eye eye-region columns
+SCORING_VERSION = "4"
 
 #: Thresholds (mm) of the cumulative error curves kept in run records (NoW plots 0-8 mm).
 CURVE_THRESHOLDS_MM = np.round(np.linspace(0.0, 8.0, 81), 4)
@@ -46,6 +55,12 @@ def score_sample(
     sample: FaceSample, pred: Prediction, params: ScoringParams
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Scores one prediction against its sample.
+
+    Which mesh is scored: eye state, openness, 2D/3D landmarks and the eye-region S2M read
+    the expressive mesh (``pred.vertices``); scan-to-mesh reads ``pred.neutral_vertices``
+    when the sample's scan is neutral (``meta["scans_neutral"]``, set from the dataset
+    card: NoW) and the method gives one, else the expressive mesh. The row's
+    ``s2m_mesh`` says which (``neutral`` or ``posed``).
 
     Returns:
         (row, distances_mm): the flat per-sample row, and the scan-to-mesh distances in mm
@@ -94,9 +109,15 @@ def score_sample(
     distances = None
     now7 = pred.landmarks7 if pred.landmarks7 is not None else (
         None if lmk3d is None else lmk3d[list(NOW7_FROM_68)])
+    s2m_verts, s2m_mesh = verts, "posed"
+    if (sample.meta.get("scans_neutral") and pred.neutral_vertices is not None
+            and now7 is not None):
+        s2m_verts, s2m_mesh = np.asarray(pred.neutral_vertices, np.float32), "neutral"
+        if pred.topology.has_landmarks:  # the 7 points of the mesh that is scored
+            now7 = pred.topology.landmarks(s2m_verts)[list(NOW7_FROM_68)]
     if sample.scan is not None and now7 is not None:
         res = M.now_scan_to_mesh(
-            verts,
+            s2m_verts,
             pred.topology.faces,
             now7,
             sample.scan.points,
@@ -113,8 +134,57 @@ def score_sample(
             s2m_std_mm=float(res.std_mm),
             s2m_n_points=int(res.n_points),
             s2m_converged=bool(res.converged),
+            s2m_mesh=s2m_mesh,
         )
+    if lmk3d is not None:
+        row.update(_eye_region_row(sample, verts, pred.topology.faces, lmk3d))
+        row.update(_realy_row(sample, pred))
     return row, distances
+
+
+def _eye_region_row(sample: FaceSample, verts: np.ndarray, faces: np.ndarray,
+                    lmk3d: np.ndarray) -> dict[str, Any]:
+    """``eye_region_s2m_mm`` where the sample has a ground-truth mesh with an ``eyes`` region.
+
+    The truth is the GT mesh's periocular vertices (lids, lid margin, corners and the skin
+    around them, ``methods/facemodel/regions.py``); see ``metrics.realy.eye_region_s2m``.
+    """
+    if sample.gt_vertices is None or not sample.gt_topology:
+        return {}
+    from methods.topology import get_topology
+
+    topo = get_topology(sample.gt_topology)
+    mask = topo.regions.get("eyes")
+    if mask is None or not topo.has_landmarks:
+        return {}
+    gt = np.asarray(sample.gt_vertices, np.float64)
+    res = M.eye_region_s2m(verts, faces, lmk3d, gt[mask], topo.landmarks(gt), unit="m")
+    row = {"eye_region_s2m_mm": res.mean_mm, "eye_region_median_mm": res.median_mm}
+    # per eye (eye 0 = landmarks 36-41 = the ``eye_right`` mask), for the per-state columns
+    for e, name in enumerate(("eye_right", "eye_left")):
+        part = topo.regions.get(name)
+        if part is not None and part[mask].any():
+            row[f"eye_region_{e}_mm"] = float(res.distances_mm[part[mask]].mean())
+    return row
+
+
+def _realy_row(sample: FaceSample, pred: Prediction) -> dict[str, Any]:
+    """``realy_<region>_mm`` where the sample carries REALY ground truth (``meta["realy"]``).
+
+    REALY scans are neutral (``meta["scans_neutral"]``), so a prediction's neutral mesh is
+    scored when it has one.
+    """
+    truth = sample.meta.get("realy")
+    if truth is None or pred.topology is None or not pred.topology.has_landmarks:
+        return {}
+    neutral = sample.meta.get("scans_neutral") and pred.neutral_vertices is not None
+    verts = pred.neutral_vertices if neutral else pred.vertices
+    verts = np.asarray(verts, np.float64)
+    res = M.realy_evaluate(verts, pred.topology.faces, pred.topology.landmarks(verts),
+                           truth.keypoints, truth.regions, unit_mm=truth.metrical_scale)
+    row: dict[str, Any] = {f"realy_{name}_mm": float(err) for name, err in res.errors_mm.items()}
+    row["realy_seconds"] = float(sum(res.seconds.values()))
+    return row
 
 
 # ----------------------------------------------------------------------------------------
@@ -285,6 +355,24 @@ def _image_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return _known(true, pred)
 
 
+def _readout_states(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+    """(n, 2) labels from the method's own closed probability (``prob_closed_e`` >= 0.5)."""
+    prob = np.stack([t.column(f"prob_closed_{e}", idx) for e in range(2)], axis=1)
+    return M.states_from_prob(prob)
+
+
+def _readout_eye_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = np.concatenate([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+    pred = _readout_states(t, idx).T.reshape(-1)  # eye 0 rows, then eye 1 rows
+    return _known(true, pred)
+
+
+def _readout_image_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = t.column("image_true", idx, EYE_UNKNOWN)
+    pred = M.image_state(_readout_states(t, idx)) if len(idx) else np.zeros(0)
+    return _known(true, pred)
+
+
 def _binary(pairs: Callable, field: str) -> Callable[[ScoreTable, np.ndarray], float]:
     def compute(t: ScoreTable, idx: np.ndarray) -> float:
         y_true, y_pred = pairs(t, idx)
@@ -336,12 +424,18 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
 
 
 _EYES = ("eye_true_0", "eye_pred_0")
+_READOUT = ("eye_true_0", "prob_closed_0")
+_IMAGES_READOUT = ("image_true", "prob_closed_0")
 _IMAGES = ("image_true", "image_pred")
 _SCAN = ("s2m_median_mm",)
 
 for _spec in (
     MetricSpec("eye_f1", "eye F1", True, "", "F1 of 'closed' per eye (half-closed eyes excluded)",
                "eyes", _EYES, _binary(_eye_pairs, "f1")),
+    MetricSpec("eye_f1_readout", "eye F1 (own readout)", True, "",
+               "F1 of 'closed' per eye from the method's own closed probability at 0.5 "
+               "(MediaPipe's eyeBlink blendshapes, ELAM's detector), not from its mesh",
+               "eyes", _READOUT, _binary(_readout_eye_pairs, "f1")),
     MetricSpec("eye_acc", "eye acc", True, "", "accuracy of open/closed per eye",
                "eyes", _EYES, _binary(_eye_pairs, "accuracy")),
     MetricSpec("eye_precision", "eye prec", True, "", "precision of 'closed' per eye",
@@ -352,6 +446,23 @@ for _spec in (
                "eyes", _IMAGES, _binary(_image_pairs, "f1")),
     MetricSpec("image_acc", "image acc", True, "", "accuracy of 'both eyes closed' per image",
                "eyes", _IMAGES, _binary(_image_pairs, "accuracy"), headline=False),
+    MetricSpec("eye_acc_readout", "eye acc (own readout)", True, "",
+               "accuracy of open/closed per eye from the method's own closed probability at 0.5",
+               "eyes", _READOUT, _binary(_readout_eye_pairs, "accuracy"), headline=False),
+    MetricSpec("eye_precision_readout", "eye prec (own readout)", True, "",
+               "precision of 'closed' per eye from the method's own closed probability at 0.5",
+               "eyes", _READOUT, _binary(_readout_eye_pairs, "precision"), headline=False),
+    MetricSpec("eye_recall_readout", "eye rec (own readout)", True, "",
+               "recall of 'closed' per eye from the method's own closed probability at 0.5",
+               "eyes", _READOUT, _binary(_readout_eye_pairs, "recall"), headline=False),
+    MetricSpec("image_f1_readout", "image F1 (own readout)", True, "",
+               "F1 of 'both eyes closed' per image from the method's own closed probability "
+               "at 0.5", "eyes", _IMAGES_READOUT, _binary(_readout_image_pairs, "f1"),
+               headline=False),
+    MetricSpec("image_acc_readout", "image acc (own readout)", True, "",
+               "accuracy of 'both eyes closed' per image from the method's own closed "
+               "probability at 0.5", "eyes", _IMAGES_READOUT,
+               _binary(_readout_image_pairs, "accuracy"), headline=False),
     MetricSpec("openness_mae", "openness MAE", False, "",
                "mean |openness - GT openness| per eye (eyelid gap / eye width), all eye states",
                "eyes", ("openness_gt_0", "openness_pred_0"), _openness_mae),
@@ -374,6 +485,68 @@ for _spec in (
     MetricSpec("sec_per_image", "s/img", False, "s", "median wall time per image of the method",
                "run", ("seconds",), _median_seconds, headline=False, bootstrap=False,
                fmt="{:.2f}"),
+):
+    register_metric(_spec)
+
+
+def _realy_region(region: str, stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
+    """REALY's per-region statistic over the samples (std with ddof 1, as REALY)."""
+
+    def compute(t: ScoreTable, idx: np.ndarray) -> float:
+        vals = t.column(f"realy_{region}_mm", idx)
+        vals = vals[np.isfinite(vals)]
+        if not vals.size or (stat == "std" and vals.size < 2):
+            return float("nan")
+        if stat == "mean":
+            return float(vals.mean())
+        return float(np.median(vals)) if stat == "median" else float(vals.std(ddof=1))
+
+    return compute
+
+
+def _eye_region_by_state(state: int) -> Callable[[ScoreTable, np.ndarray], float]:
+    """Mean eye-region error over the eyes whose ground-truth state is ``state``."""
+
+    def compute(t: ScoreTable, idx: np.ndarray) -> float:
+        vals = np.concatenate([t.column(f"eye_region_{e}_mm", idx) for e in range(2)])
+        true = np.concatenate([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)])
+        keep = (true == state) & np.isfinite(vals)
+        return float(vals[keep].mean()) if keep.any() else float("nan")
+
+    return compute
+
+
+def _realy_all(t: ScoreTable, idx: np.ndarray) -> float:
+    """REALY's ``all``: the mean of the four regional means."""
+    return float(np.mean([_realy_region(r, "mean")(t, idx) for r in M.REALY_REGIONS]))
+
+
+for _spec in (
+    MetricSpec("eye_region_s2m_mm", "eye-region S2M", False, "mm",
+               "mean distance of the GT periocular surface points (lids, corners) to the "
+               "prediction after REALY-style region alignment (gICP + rICP on the eye region)",
+               "shape", ("eye_region_s2m_mm",), _mean_of("eye_region_s2m_mm"), fmt="{:.2f}"),
+    MetricSpec("eye_region_closed_mm", "eye-region S2M, closed eyes", False, "mm",
+               "the eye-region error of each closed eye (its own half of the region), mean "
+               "over closed eyes: large when a method leaves closed eyes open", "shape",
+               ("eye_region_0_mm", "eye_true_0"), _eye_region_by_state(EYE_CLOSED),
+               fmt="{:.2f}"),
+    MetricSpec("eye_region_open_mm", "eye-region S2M, open eyes", False, "mm",
+               "the eye-region error of each open eye, mean over open eyes", "shape",
+               ("eye_region_0_mm", "eye_true_0"), _eye_region_by_state(EYE_OPEN),
+               headline=False, fmt="{:.2f}"),
+    MetricSpec("realy_all_mm", "REALY all", False, "mm",
+               "REALY: mean of the four regional mean errors", "shape",
+               tuple(f"realy_{r}_mm" for r in M.REALY_REGIONS), _realy_all, fmt="{:.3f}"),
+    *(MetricSpec(f"realy_{r}_mm", f"REALY {r}", False, "mm",
+                 f"REALY {r} error (mean over images of the per-image mean distance after "
+                 "region alignment and bICP)", "shape", (f"realy_{r}_mm",),
+                 _realy_region(r, "mean"), fmt="{:.3f}") for r in M.REALY_REGIONS),
+    *(MetricSpec(f"realy_{r}_{stat}_mm", f"REALY {r} {stat}", False, "mm",
+                 f"REALY {r} error, {stat} over images" + (" (ddof 1)" if stat == "std" else ""),
+                 "shape", (f"realy_{r}_mm",), _realy_region(r, stat), headline=False,
+                 bootstrap=False, fmt="{:.3f}")
+      for r in M.REALY_REGIONS for stat in ("median", "std")),
 ):
     register_metric(_spec)
 

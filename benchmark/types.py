@@ -139,7 +139,9 @@ class FaceSample:
         scan: reference surface for scan-to-mesh error, or None.
         gt_vertices: ground-truth mesh vertices (V, 3) in metres (synthetic data only).
         gt_topology: name of the ground-truth mesh topology (synthetic data only).
-        meta: free-form extras (eye-state category names, pose, generation parameters).
+        meta: free-form extras (eye-state category names, pose, generation parameters);
+            ``meta["load_error"]`` marks a sample its loader could not fully build (the runner
+            records it as an ``error`` row, see ``benchmark.datasets.base``).
     """
 
     id: str

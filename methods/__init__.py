@@ -30,6 +30,8 @@ METHODS: Registry = Registry(
         "deep3d": "methods.deep3d:Deep3D",
         "deca": "methods.deca:DECA",
         "mica": "methods.mica:MICA",
+        "mediapipe": "methods.mediapipe_landmarker:MediaPipeFaceLandmarker",
+        "3ddfa-v2": "methods.tddfa_v2:TDDFAV2",
         "deep3d-recipe": "methods.elam_ldl.method:Deep3dRecipe",
         "elam": "methods.elam_ldl.method:Elam",
         "ldl": "methods.elam_ldl.method:Ldl",

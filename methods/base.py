@@ -115,10 +115,31 @@ class Method(abc.ABC):
 
     card: ClassVar[MethodCard]
 
+    #: Option keys the adapter reads besides its required files' keys (``--method-option
+    #: NAME.KEY=VALUE``); any other key is refused (a contract test checks the list).
+    option_keys: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.check_options(options or {})
         self.options: dict[str, Any] = dict(options or {})
         self.device = "cpu"
         self._loaded = False
+
+    @classmethod
+    def accepted_options(cls) -> list[str]:
+        """Every option key the method accepts: required files' keys and ``option_keys``."""
+        return sorted({f.key for f in cls.card.required_files} | set(cls.option_keys))
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raises ``ValueError`` (one line, the valid keys listed) for an unknown key."""
+        unknown = sorted(set(options) - set(cls.accepted_options()))
+        if unknown:
+            valid = ", ".join(cls.accepted_options()) or "none"
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for method {cls.card.name!r}; "
+                f"valid keys: {valid}."
+            )
 
     # -- what subclasses implement -------------------------------------------------------
     @abc.abstractmethod

@@ -11,10 +11,19 @@ reproduce the official test-time pipeline (``decalib/datasets/datasets.py: TestD
    shape 100 | tex 50 | exp 50 | pose 6 (global 3 + jaw 3, axis-angle) | cam 3 | light 27;
 3. FLAME with 100 shape and 50 expression components, neck and eyeballs at rest.
 
-The mesh we score is FLAME with the predicted shape, expression and jaw, and the global
-rotation removed (the metrics align rigidly anyway). The landmark overlay uses DECA's
-orthographic camera. The detail branch (displacement maps) is not used: NoW scores the
-coarse shape.
+Outputs. ``vertices``: FLAME with the predicted shape, expression and jaw, the global
+rotation removed (the metrics align rigidly anyway); ``neutral_vertices``: the shape alone
+(expression and all pose zeroed), as DECA's own NoW export (``decalib/trainer.py``), scored
+against neutral scans. ``landmarks2d`` are DECA's 2D keypoints (``landmarks2d``: the
+yaw-dependent jaw contour for points 0-16, the static embedding for 17-67, see
+:func:`methods.flame.dynamic_landmarks`) through DECA's orthographic camera, mapped back
+to the input image: what 2D NME compares with annotations, as DECA reports it. The 3D 68
+on the mesh (eyelid pairs, NoW's 7 points) use the full embedding (``full_lmk_*``); the contour
+changes only points 0-16, so eye and NoW-7 readings are unaffected. The detail branch
+(displacement maps) is not used: NoW scores the coarse shape.
+
+Parity with the official code on seeded stand-in weights: ``tests/test_upstream_parity.py``
+(fixtures from ``scripts/upstream_parity/deca_parity.py``).
 
 Files: ``deca_model.tar`` (``DECA_CHECKPOINT``), FLAME 2020 ``generic_model.pkl``
 (``FLAME_MODEL``; registration at flame.is.tue.mpg.de) and DECA's
@@ -40,6 +49,7 @@ CARD = MethodCard(
     reference="https://github.com/yfeng95/DECA",
     citation="Feng, Feng, Black, Bolkart. Learning an Animatable Detailed 3D Face Model from "
              "In-The-Wild Images. SIGGRAPH 2021",
+    revision="2",  # crop half pixel, dynamic 2D contour, neutral mesh
     training_datasets=("VGGFace2", "BUPT-Balancedface", "VoxCeleb2"),
     required_files=(
         RequiredFile("checkpoint", "DECA_CHECKPOINT", "DECA's data/deca_model.tar"),
@@ -62,14 +72,31 @@ def crop_box(lm68: np.ndarray, scale: float = 1.25) -> tuple[np.ndarray, float]:
 
 def warp_square(image: np.ndarray, centre: np.ndarray, size: float, out: int = CROP
                 ) -> np.ndarray:
-    """Bilinear warp of the axis-aligned square (centre, size) onto an ``out`` x ``out`` image."""
-    from PIL import Image
+    """DECA's crop: the square (centre, size) warped bilinearly to ``out`` x ``out``.
 
-    s = size / (out - 1)  # output pixel -> input pixel
-    x0, y0 = centre - size / 2.0
-    warped = Image.fromarray(image).transform(
-        (out, out), Image.AFFINE, (s, 0.0, x0, 0.0, s, y0), resample=Image.BILINEAR)
-    return np.asarray(warped)
+    As DECA's skimage ``warp`` with the similarity of ``TestData``: output pixel x samples
+    the input at ``s x + x0`` (pixel centres on integers), s = size / (out - 1),
+    x0 = centre - size / 2, zero outside the image.
+
+    Returns:
+        (out, out, 3) float32 RGB in [0, 1] (DECA feeds the float crop, not uint8).
+    """
+    from methods.imagewarp import sample_affine
+
+    s = size / (out - 1)
+    crop = sample_affine(image, np.eye(2) * s, np.asarray(centre, np.float64) - size / 2.0,
+                         (out, out))
+    return (crop / 255.0).astype(np.float32)
+
+
+def crop_to_image(xy: np.ndarray, centre: np.ndarray, size: float) -> np.ndarray:
+    """(N, 2) points in DECA's normalised crop frame -> input-image pixels.
+
+    As DECA's ``transform_points`` with the crop's inverse similarity: crop pixels are
+    ``(p + 1) / 2 * 224``, and crop pixel 0 / 223 is the box's first / last input pixel.
+    """
+    crop_xy = (np.asarray(xy, np.float64) * 0.5 + 0.5) * CROP
+    return crop_xy * (size / (CROP - 1)) + (np.asarray(centre, np.float64) - size / 2.0)
 
 
 class DECA(Method):
@@ -97,15 +124,21 @@ class DECA(Method):
         flame = FlameData.from_official(self.resolve_file("flame"),
                                         self.resolve_file("embedding"))
         self.encoder, self.head = encoder.eval().to(device), head.eval().to(device)
+        if not flame.has_contour:
+            raise ValueError(f"{self.resolve_file('embedding')} lacks DECA's static/dynamic "
+                             "landmark embedding (static_lmk_*, dynamic_lmk_*).")
+        self.flame_data = flame
         self.flame = FlameLayer(flame, n_shape=SPLIT["shape"], n_exp=SPLIT["exp"]).to(device)
         self.topology = flame.topology()
         self.provider = get_provider("dlib")
         self.torch = torch
 
     def codes(self, crop: np.ndarray) -> dict[str, np.ndarray]:
-        """The 236 parameters of one 224 x 224 crop, split by name."""
+        """The 236 parameters of one 224 x 224 RGB crop (uint8, or float in [0, 1])."""
         torch = self.torch
-        x = torch.as_tensor(np.array(crop), dtype=torch.float32, device=self.device) / 255.0
+        x = torch.as_tensor(np.array(crop), dtype=torch.float32, device=self.device)
+        if np.asarray(crop).dtype == np.uint8:
+            x = x / 255.0
         with torch.no_grad():
             out = self.head(self.encoder(x.permute(2, 0, 1)[None]))[0].cpu().numpy()
         codes, start = {}, 0
@@ -114,34 +147,59 @@ class DECA(Method):
             start += n
         return codes
 
-    def predict(self, sample: FaceSample) -> Prediction:
-        """Detect, crop, encode, decode (see the module docstring)."""
+    def decode(self, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """FLAME meshes and DECA's 2D keypoints of one code dictionary.
+
+        Returns:
+            ``posed`` (V, 3) with global rotation and jaw (DECA's ``verts``), ``scored``
+            (global rotation removed), ``neutral`` (shape only), ``landmarks2d`` (68, 2) and
+            ``vertices2d`` (V, 2) in DECA's normalised crop frame (orthographic camera,
+            y down, [-1, 1] spans the crop).
+        """
+        from methods.flame import dynamic_landmarks
+
         torch = self.torch
+        shape = torch.as_tensor(c["shape"][None], device=self.device)
+        exp = torch.as_tensor(c["exp"][None], device=self.device)
+        pose = torch.zeros(1, 15, device=self.device)
+        pose[0, 6:9] = torch.as_tensor(c["pose"][3:])     # jaw
+        with torch.no_grad():
+            scored = self.flame(shape, exp, pose)[0].cpu().numpy()
+            pose[0, 0:3] = torch.as_tensor(c["pose"][:3])  # + global rotation
+            posed = self.flame(shape, exp, pose)[0].cpu().numpy()
+            neutral = self.flame(shape, torch.zeros_like(exp))[0].cpu().numpy()
+        lmk = dynamic_landmarks(self.flame_data, posed, c["pose"][:3])
+        scale, tx, ty = (float(v) for v in c["cam"])
+
+        def project(p: np.ndarray) -> np.ndarray:  # decalib/utils/util.py: batch_orth_proj
+            xy = (p[:, :2] + np.array([tx, ty], np.float32)) * np.float32(scale)
+            return xy * np.array([1.0, -1.0], np.float32)
+
+        return {"posed": posed, "scored": scored, "neutral": neutral,
+                "landmarks2d": project(lmk), "vertices2d": project(posed)}
+
+    def predict(self, sample: FaceSample) -> Prediction:
+        """Detect, then :meth:`reconstruct`."""
         image = sample.load_image()
         det = self.provider.detect(image)
         if not det.ok:
             return Prediction.failed(det.status, det.error or "no face found")
-        centre, size = crop_box(det.landmarks)
-        c = self.codes(warp_square(image, centre, size))
-        shape = torch.as_tensor(c["shape"][None])
-        exp = torch.as_tensor(c["exp"][None])
-        pose_full = torch.zeros(1, 15)
-        pose_full[0, 6:9] = torch.as_tensor(c["pose"][3:])     # jaw
-        with torch.no_grad():
-            verts = self.flame(shape, exp, pose_full)[0].cpu().numpy()
-            pose_full[0, 0:3] = torch.as_tensor(c["pose"][:3])  # + global, for the overlay
-            posed = self.flame(shape, exp, pose_full)[0].cpu().numpy()
-        scale, tx, ty = c["cam"]
-        xy = (posed[:, :2] + [tx, ty]) * scale
-        xy[:, 1] = -xy[:, 1]
-        crop_xy = xy * CROP / 2.0 + CROP / 2.0
-        img_xy = crop_xy * (size / (CROP - 1)) + (centre - size / 2.0)
-        lmk = self.topology.landmarks(posed)
-        lxy = (lmk[:, :2] + [tx, ty]) * scale * np.array([1.0, -1.0]) * CROP / 2.0 + CROP / 2.0
+        return self.reconstruct(image, det.landmarks)
+
+    def reconstruct(self, image: np.ndarray, lm68: np.ndarray) -> Prediction:
+        """Crop from 68 landmarks, encode, decode (see the module docstring)."""
+        centre, size = crop_box(np.asarray(lm68, np.float64))
+        d = self.decode(self.codes(warp_square(image, centre, size)))
+
+        def to_image(xy: np.ndarray) -> np.ndarray:
+            return crop_to_image(xy, centre, size)
+
         return Prediction(
             status="ok",
-            vertices=verts.astype(np.float32),
+            vertices=d["scored"].astype(np.float32),
+            neutral_vertices=d["neutral"].astype(np.float32),
             topology=self.topology,
-            landmarks2d=(lxy * (size / (CROP - 1)) + (centre - size / 2.0)).astype(np.float32),
-            vertices_image=np.concatenate([img_xy, -posed[:, 2:3]], axis=1).astype(np.float32),
+            landmarks2d=to_image(d["landmarks2d"]).astype(np.float32),
+            vertices_image=np.concatenate([to_image(d["vertices2d"]), -d["posed"][:, 2:3]],
+                                          axis=1).astype(np.float32),
         )

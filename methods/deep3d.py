@@ -11,7 +11,13 @@ checkpoint keys and to reproduce the official test-time pipeline (``test.py``,
 3. ResNet (depth read from the checkpoint: 18/34/50) + 7 zero-initialised 1x1 heads ->
    257 coefficients: id 80 | exp 64 | tex 80 | angles 3 | gamma 27 | t_xy 2 | t_z 1;
 4. shape = recentred mean + idBase id + exBase exp (decimetres -> metres); pose
-   ``v R^T + t``, camera at distance 10, focal 1015, centre 112, for the landmark overlay.
+   ``v R^T + t``, camera at distance 10, focal 1015, centre 112, for the landmark overlay;
+   crop points map back to the input image by the exact inverse of ``align_img``'s landmark
+   map (untruncated crop offset, its y flips about H - 1 and 223).
+
+``vertices`` is the expressive mesh; ``neutral_vertices`` the same identity with the
+expression coefficients zeroed (for neutral scans such as NoW). Parity with the official
+code on seeded stand-ins: ``tests/test_upstream_parity.py``.
 
 Files a user supplies (they cannot be shipped): the checkpoint ``epoch_20.pth``
 (``DEEP3D_CHECKPOINT``), ``BFM_model_front.mat`` (``DEEP3D_BFM``) and
@@ -39,7 +45,7 @@ CARD = MethodCard(
     reference="https://github.com/sicxu/Deep3DFaceRecon_pytorch",
     citation="Deng et al., Accurate 3D Face Reconstruction with Weakly-Supervised Learning: "
              "From Single Image to Image Set, CVPRW 2019",
-    revision="1",
+    revision="2",  # untruncated crop offset, neutral mesh
     training_datasets=("CelebA", "LFW", "300W-LP", "IJB-A", "LS3D-W", "FFHQ"),
     required_files=(
         RequiredFile("checkpoint", "DEEP3D_CHECKPOINT",
@@ -86,7 +92,9 @@ def align_crop(image: np.ndarray, lm68: np.ndarray, lm3d_5: np.ndarray
         lm3d_5: (5, 3) standard 3D landmarks (``similarity_Lm3D_all.mat`` reduced).
 
     Returns:
-        The (224, 224, 3) uint8 crop and the parameters that map crop pixels back.
+        The (224, 224, 3) uint8 crop and the parameters that map crop pixels back
+        (``scale``; the integer crop box ``left``, ``up``; the resized size ``w``, ``h``;
+        the POS translation ``tx``, ``ty`` (y up); the input size ``w0``, ``h0``).
     """
     from PIL import Image
 
@@ -100,14 +108,25 @@ def align_crop(image: np.ndarray, lm68: np.ndarray, lm3d_5: np.ndarray
     up = int(h / 2 - CROP / 2 + (h0 / 2 - t[1]) * s)
     resized = Image.fromarray(image).resize((w, h), resample=Image.BICUBIC)
     crop = np.asarray(resized.crop((left, up, left + CROP, up + CROP)))
-    return crop, {"scale": s, "left": left, "up": up}
+    return crop, {"scale": s, "left": left, "up": up, "w": w, "h": h, "tx": float(t[0]),
+                  "ty": float(t[1]), "w0": w0, "h0": h0}
 
 
 def crop_to_image(points: np.ndarray, params: dict[str, float]) -> np.ndarray:
-    """Maps (N, 2) crop pixels (y down) back to the input image's pixels."""
+    """Maps (N, 2) crop pixels (y down) back to the input image's pixels (y down).
+
+    The inverse of Deep3D's landmark map (``util/preprocess.py: resize_n_crop_img``), which
+    works with y up (image y flipped about H - 1, crop y about 223) and keeps the
+    untruncated offset ``w / 2 - 112`` (not the integer crop box):
+    ``x_crop = (x - tx + w0 / 2) s - (w / 2 - 112)``, likewise for y.
+    """
+    p = params
+    half = CROP / 2.0
     out = np.asarray(points, np.float64).copy()
-    out[:, 0] = (out[:, 0] + params["left"]) / params["scale"]
-    out[:, 1] = (out[:, 1] + params["up"]) / params["scale"]
+    out[:, 0] = (out[:, 0] + p["w"] / 2.0 - half) / p["scale"] + p["tx"] - p["w0"] / 2.0
+    y_up_crop = CROP - 1 - out[:, 1]
+    y_up = (y_up_crop + p["h"] / 2.0 - half) / p["scale"] + p["ty"] - p["h0"] / 2.0
+    out[:, 1] = p["h0"] - 1 - y_up
     return out
 
 
@@ -158,32 +177,49 @@ class Deep3D(Method):
             out = torch.cat([h(feat) for h in self.heads], dim=1).flatten(1)[0].cpu().numpy()
         return {k: out[a:b].astype(np.float64) for k, (a, b) in SPLIT.items()}
 
+    def decode(self, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Meshes and projection of split coefficients.
+
+        Returns:
+            ``vertices`` and ``neutral`` (V, 3) metres in the model frame, ``camera`` (V, 3)
+            Deep3D's camera-frame vertices in decimetres (z = 10 - z), ``xy`` (V, 2) crop
+            pixels with y down.
+        """
+        from methods.render.camera import euler_to_matrix
+
+        model = self.bfm.model
+        verts = model.vertices(c["id"], c["exp"])  # metres, model frame
+        neutral = model.vertices(c["id"], np.zeros_like(c["exp"]))
+        # Deep3D's projection (decimetres): v R^T + t, z -> 10 - z, pinhole, y up -> y down.
+        rot = euler_to_matrix(self.torch.as_tensor(c["angle"][None])).numpy()[0]
+        cam = (verts / 0.1) @ rot.T + c["trans"]
+        cam[:, 2] = CAMERA_DISTANCE - cam[:, 2]
+        xy = np.stack([FOCAL * cam[:, 0] / cam[:, 2] + CENTER,
+                       FOCAL * cam[:, 1] / cam[:, 2] + CENTER], axis=1)
+        xy[:, 1] = CROP - 1 - xy[:, 1]
+        return {"vertices": verts, "neutral": neutral, "camera": cam, "xy": xy}
+
     def predict(self, sample: FaceSample) -> Prediction:
-        """Detect, align, regress, decode (see the module docstring)."""
+        """Detect, then :meth:`reconstruct`."""
         image = sample.load_image()
         det = self.provider.detect(image)
         if not det.ok:
             return Prediction.failed(det.status, det.error or "no face found")
-        crop, params = align_crop(image, det.landmarks, self.lm3d_5)
-        c = self.coefficients(crop)
-        model = self.bfm.model
-        verts = model.vertices(c["id"], c["exp"])  # metres, model frame
-        # Deep3D's projection (decimetres): v R^T + t, z -> 10 - z, pinhole, y up -> y down.
-        from methods.render.camera import euler_to_matrix
+        return self.reconstruct(image, det.landmarks)
 
-        rot = euler_to_matrix(self.torch.as_tensor(c["angle"][None])).numpy()[0]
-        cam = (verts / 0.1) @ rot.T + c["trans"]
-        depth = CAMERA_DISTANCE - cam[:, 2]
-        xy = np.stack([FOCAL * cam[:, 0] / depth + CENTER,
-                       FOCAL * cam[:, 1] / depth + CENTER], axis=1)
-        xy[:, 1] = CROP - 1 - xy[:, 1]
-        img_xy = crop_to_image(xy, params)
+    def reconstruct(self, image: np.ndarray, lm68: np.ndarray) -> Prediction:
+        """Align, regress, decode (see the module docstring)."""
+        crop, params = align_crop(image, lm68, self.lm3d_5)
+        c = self.coefficients(crop)
+        d = self.decode(c)
+        img_xy = crop_to_image(d["xy"], params)
         return Prediction(
             status="ok",
-            vertices=verts.astype(np.float32),
+            vertices=d["vertices"].astype(np.float32),
+            neutral_vertices=d["neutral"].astype(np.float32),
             topology=self.topology,
-            landmarks2d=img_xy[model.landmark_ids].astype(np.float32),
-            vertices_image=np.concatenate([img_xy, depth[:, None] * 0.1], axis=1).astype(
+            landmarks2d=img_xy[self.bfm.model.landmark_ids].astype(np.float32),
+            vertices_image=np.concatenate([img_xy, d["camera"][:, 2:3] * 0.1], axis=1).astype(
                 np.float32),
             extras={"exp_norm": float(np.linalg.norm(c["exp"]))},
         )

@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -326,7 +326,7 @@ CARD = MethodCard(
     name="fit-landmarks",
     description="per-image ICT fit (identity, expression incl. blink, pose) to dlib's 68 landmarks",
     training_datasets=("ibug-300w (dlib predictor)",),
-    revision="1",
+    revision="2",  # 2: neutral_vertices (expression zeroed) for neutral scans
     **_COMMON,  # type: ignore[arg-type]
 )
 
@@ -335,7 +335,7 @@ CARD_ELAM = MethodCard(
     description="fit-landmarks on ELAM-adjusted landmarks (eye-state CNN + soft rule)",
     training_datasets=("ibug-300w (dlib predictor)", "synthetic (train split)",
                        "real-faces (train part: CEW, UTKFace, LFW eye patches)"),
-    revision="1",
+    revision="2",  # 2: neutral_vertices (expression zeroed) for neutral scans
     **_COMMON,  # type: ignore[arg-type]
 )
 
@@ -349,6 +349,8 @@ class FitLandmarks(Method):
     """
 
     card = CARD
+    option_keys: ClassVar[tuple[str, ...]] = (
+        *(f.name for f in dataclasses.fields(FitConfig)), "landmarks", "cache")
     uses_elam = False
 
     def load(self, device: str) -> None:
@@ -399,6 +401,10 @@ class FitLandmarks(Method):
             t0 = time.perf_counter()
             fit = self.fitter.fit(np.stack([t[1] for t in todo]), [t[3] for t in todo])
             verts, verts_img = self.fitter.vertices(fit)
+            m = self.fitter.model  # neutral: the fitted identity, expression zeroed
+            neutral = (m.mean + np.einsum("bk,kvd->bvd", fit.id_coeffs.numpy(),
+                                          m.id_basis[: fit.id_coeffs.shape[1]])
+                       ).astype(np.float32)
             dt = (time.perf_counter() - t0) / len(todo)
             blink = [self.fitter.model.exp_index(n) for n in ("eyeBlink_R", "eyeBlink_L")]
             for k, (i, _lm, p_closed, _, extras) in enumerate(todo):
@@ -412,6 +418,7 @@ class FitLandmarks(Method):
                 out[i] = Prediction(
                     status="ok",
                     vertices=verts[k],
+                    neutral_vertices=neutral[k],
                     topology=self.topology,
                     landmarks2d=fit.landmarks2d[k].numpy().astype(np.float32),
                     vertices_image=verts_img[k],
@@ -430,6 +437,8 @@ class FitLandmarksElam(FitLandmarks):
     """
 
     card = CARD_ELAM
+    option_keys: ClassVar[tuple[str, ...]] = (
+        *FitLandmarks.option_keys, "elam_variant", "elam_threshold", "eye_detector")
     uses_elam = True
 
     def _weights(self) -> Path:

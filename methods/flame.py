@@ -8,7 +8,12 @@ buffers (MICA's checkpoint does: ``generator.v_template``, ``generator.shapedirs
 
 Frames and units: metres; +x the subject's left, +y up, +z out of the face (the suite's
 model frame). Joints: 0 global, 1 neck, 2 jaw, 3-4 eyes; a pose is 5 axis-angle vectors.
-The 68 landmarks are barycentric points (``full_lmk_faces_idx``/``full_lmk_bary_coords``).
+The 68 landmarks are barycentric points (``full_lmk_faces_idx``/``full_lmk_bary_coords``):
+the 3D 68 on the mesh. DECA's 2D keypoints (``decalib/models/FLAME.py: forward``'s
+``landmarks2d``) are another set: the 51 static inner points (68-ids 17-67,
+``static_lmk_*``) plus a jaw contour (0-16) picked from 79 yaw bins (``dynamic_lmk_*``) by
+the head's yaw, so the contour follows the silhouette as the head turns
+(:func:`dynamic_landmarks`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class FlameData:
         faces: (F, 3) triangles.
         lmk_faces: (68,) landmark triangle ids.
         lmk_bary: (68, 3) landmark barycentric weights.
+        static_faces: optional (51,) triangle ids of DECA's static 2D points 17-67.
+        static_bary: optional (51, 3) their barycentric weights.
+        dynamic_faces: optional (79, 17) contour triangle ids per yaw bin.
+        dynamic_bary: optional (79, 17, 3) their barycentric weights.
     """
 
     v_template: np.ndarray
@@ -50,6 +59,15 @@ class FlameData:
     faces: np.ndarray
     lmk_faces: np.ndarray
     lmk_bary: np.ndarray
+    static_faces: np.ndarray | None = None
+    static_bary: np.ndarray | None = None
+    dynamic_faces: np.ndarray | None = None
+    dynamic_bary: np.ndarray | None = None
+
+    @property
+    def has_contour(self) -> bool:
+        """True when the static and dynamic 2D embeddings were read."""
+        return self.static_faces is not None and self.dynamic_faces is not None
 
     def topology(self, name: str = "flame") -> Topology:
         """FLAME's topology with its barycentric 68 landmarks."""
@@ -87,6 +105,12 @@ class FlameData:
             lmk_faces=as_array(emb["full_lmk_faces_idx"], np.int64).reshape(-1),
             lmk_bary=as_array(emb["full_lmk_bary_coords"]).reshape(-1, 3),
         )
+        if all(k in emb for k in ("static_lmk_faces_idx", "static_lmk_bary_coords",
+                                  "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords")):
+            data.static_faces = as_array(emb["static_lmk_faces_idx"], np.int64).reshape(-1)
+            data.static_bary = as_array(emb["static_lmk_bary_coords"]).reshape(-1, 3)
+            data.dynamic_faces = as_array(emb["dynamic_lmk_faces_idx"], np.int64)
+            data.dynamic_bary = as_array(emb["dynamic_lmk_bary_coords"])
         data.parents[0] = -1
         data.check(str(model_path))
         return data
@@ -126,6 +150,10 @@ class FlameData:
             "weights": self.weights.shape != (v, j),
             "faces": self.faces.ndim != 2 or self.faces.max() >= v,
             "landmarks": self.lmk_faces.shape != (68,) or self.lmk_bary.shape != (68, 3),
+            "static/dynamic landmarks": self.has_contour and (
+                self.static_faces.shape != (51,) or self.static_bary.shape != (51, 3)
+                or self.dynamic_faces.ndim != 2 or self.dynamic_faces.shape[1] != 17
+                or self.dynamic_bary.shape != (*self.dynamic_faces.shape, 3)),
         }
         bad = [k for k, is_bad in problems.items() if is_bad]
         if bad:
@@ -142,6 +170,50 @@ def batch_rodrigues(rot_vecs: torch.Tensor) -> torch.Tensor:
     kmat = torch.stack([zeros, -kz, ky, kz, zeros, -kx, -ky, kx, zeros], dim=1).view(-1, 3, 3)
     eye = torch.eye(3, dtype=rot_vecs.dtype, device=rot_vecs.device)[None]
     return eye + sin * kmat + (1 - cos) * kmat @ kmat
+
+
+def contour_bin(global_pose: np.ndarray, neck_pose: np.ndarray | None = None) -> int:
+    """DECA's yaw bin (0-78) for the jaw contour, from axis-angle global and neck poses.
+
+    As ``decalib/models/FLAME.py: _find_dynamic_lmk_idx_and_bcoords``: the yaw of
+    R_global R_neck in degrees, ``asin``-like ``atan2(-R[2,0], hypot(R[0,0], R[1,0]))``,
+    clamped to at most 39 and rounded; negative yaws map to 39 - yaw (40-78), below -39 to 78.
+    """
+    pose = torch.as_tensor(np.stack([np.zeros(3) if neck_pose is None else neck_pose,
+                                     global_pose]), dtype=torch.float32)
+    rot = batch_rodrigues(pose)
+    rel = rot[1] @ rot[0]
+    sy = torch.sqrt(rel[0, 0] * rel[0, 0] + rel[1, 0] * rel[1, 0])
+    yaw = torch.atan2(-rel[2, 0], sy) * 180.0 / np.pi
+    deg = int(torch.round(torch.clamp(yaw, max=39)))
+    if deg < 0:
+        return 78 if deg < -39 else 39 - deg
+    return deg
+
+
+def dynamic_landmarks(data: FlameData, vertices: np.ndarray, global_pose: np.ndarray,
+                      neck_pose: np.ndarray | None = None) -> np.ndarray:
+    """DECA's 68 2D keypoints on a posed mesh: the yaw-binned contour + the 51 static points.
+
+    Args:
+        data: FLAME data read with its static/dynamic embeddings.
+        vertices: (V, 3) posed vertices (global rotation applied).
+        global_pose: (3,) the axis-angle global rotation that posed them.
+        neck_pose: (3,) neck rotation (DECA: zero).
+
+    Returns:
+        (68, 3) points; project them with the method's camera.
+
+    Raises:
+        ValueError: the embedding file lacked the static/dynamic sets.
+    """
+    if not data.has_contour:
+        raise ValueError("FLAME data has no static/dynamic landmark embedding.")
+    b = contour_bin(np.asarray(global_pose, np.float64), neck_pose)
+    faces = np.concatenate([data.dynamic_faces[b], data.static_faces])
+    bary = np.concatenate([data.dynamic_bary[b], data.static_bary]).astype(np.float32)
+    tri = np.asarray(vertices, np.float32)[data.faces[faces]]  # (68, 3, 3)
+    return np.einsum("lk,lkd->ld", bary, tri)
 
 
 class FlameLayer(torch.nn.Module):

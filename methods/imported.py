@@ -13,13 +13,15 @@ Layout under the folder (option ``root`` or ``$EYEBENCH_IMPORT_ROOT``), for a sa
 
 Options: ``unit`` = ``m`` | ``dm`` | ``cm`` | ``mm`` | ``auto`` (default ``auto``: the
 decade of the mesh's bounding-box diagonal decides, a face being 0.1-1 m across).
-A sample without a mesh is recorded as an error naming the file it looked for.
+A sample without a mesh is recorded as an error naming the file it looked for; a sample id
+that would lead outside the folder (absolute, or with ``..``) is refused, never read.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -81,6 +83,7 @@ class ImportedMeshes(Method):
     """Reads one mesh (+ landmarks) per sample from a folder."""
 
     card = CARD
+    option_keys: ClassVar[tuple[str, ...]] = ("root", "unit")
 
     def _root(self) -> Path | None:
         value = self.options.get("root") or os.environ.get("EYEBENCH_IMPORT_ROOT")
@@ -117,7 +120,11 @@ class ImportedMeshes(Method):
         """Nothing to load."""
 
     def _find(self, sample_id: str, suffixes: tuple[str, ...]) -> Path | None:
-        base = self._root() / sample_id
+        from benchmark.datasets.base import relative_path
+
+        rel = relative_path(sample_id, f"sample id {sample_id!r}",
+                            f"the import folder {str(self._root())!r}")
+        base = self._root() / rel
         for suffix in suffixes:
             path = base.with_name(base.name + suffix)
             if path.is_file():

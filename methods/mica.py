@@ -4,17 +4,30 @@ Room: the adapter. Our own code, written to load the official checkpoint keys an
 reproduce the official test-time pipeline (``demo.py``, ``datasets/creation/util.py``,
 ``models/generator.py``):
 
-1. five face points -> similarity onto insightface's ArcFace template -> 112 x 112 crop,
-   RGB scaled to [-1, 1]. MICA detects with RetinaFace (insightface, onnxruntime-gpu); here
-   the five points come from dlib's 68 landmarks (eye centres, nose tip, mouth corners),
-   so crops can differ slightly from the official ones;
+1. five face points -> insightface's ``norm_crop``: the least-squares similarity from the
+   image points *to* the ArcFace template (``estimate_norm``), applied by inverse mapping
+   with bilinear sampling as ``cv2.warpAffine`` (pixel centres on integers, zero outside),
+   112 x 112 uint8, then RGB scaled to [-1, 1] (``cv2.dnn.blobFromImages``). The fit
+   direction matters: a least-squares similarity is not symmetric, and fitting template ->
+   image gives crops zoomed in by a few percent when the five points do not fit the
+   template exactly;
 2. ArcFace iResNet-100 (``arcface`` weights) -> L2-normalised 512-d identity;
 3. mapping network (4 x Linear + leaky ReLU 0.2, then Linear) -> 300 FLAME shape
    coefficients -> FLAME's **neutral** canonical mesh (metres). FLAME's buffers come
    from the checkpoint itself (``flameModel`` holds ``generator.v_template`` ...).
 
+Five points: MICA takes them from RetinaFace (insightface ``antelopev2``, onnxruntime-gpu);
+here they come from dlib's 68 landmarks: the eye centres are the midpoints of the eye
+corners (36/39, 42/45), the nose tip is point 30, the mouth corners 48/54. RetinaFace's
+eye points are its own regressed pupil-ish centres and its nose/mouth points are trained on
+other annotations, so the similarity, and so the crop and identity code, differ slightly
+from the official pipeline's for the same photo (a few pixels of five-point disagreement
+moves the 112 px crop by about as much; the crop code itself matches insightface's to
+uint8 rounding on the same five points, ``tests/test_upstream_parity.py``).
+
 MICA predicts no expression, jaw or eyelid state: its eyes are open by construction, so its
-eye-state numbers are a floor, not a measurement of the method. File: ``mica.tar``
+eye-state numbers are a floor, not a measurement of the method. The mesh is neutral already,
+so ``neutral_vertices`` is the same mesh. File: ``mica.tar``
 (``MICA_CHECKPOINT``), read with ``weights_only=True``.
 """
 
@@ -42,26 +55,35 @@ CARD = MethodCard(
     extra="landmarks",
     python_modules=("dlib",),
     eyes_open_by_construction=True,
+    revision="2",  # crop fit direction (image -> template) and pixel-centre convention
 )
 
 
-def arcface_crop(image: np.ndarray, five: np.ndarray) -> np.ndarray:
-    """Insightface's ``norm_crop``: similarity of the five points onto the ArcFace template."""
-    from PIL import Image
-
-    from methods.nets.iresnet import ARCFACE_SIZE, ARCFACE_TEMPLATE
+def norm_matrix(five: np.ndarray) -> np.ndarray:
+    """The (2, 3) similarity image -> ArcFace template, as insightface's ``estimate_norm``."""
+    from methods.nets.iresnet import ARCFACE_TEMPLATE
     from metrics import umeyama
 
     dst = np.asarray(ARCFACE_TEMPLATE, np.float64)
-    # a 2D similarity as a 3D one in the z = 0 plane (crop -> image, for PIL's inverse map)
-    pad = np.zeros((5, 1))
-    tf = umeyama(np.hstack([dst, pad]), np.hstack([five, pad]), with_scale=True)
-    m = tf.scale * tf.rotation[:2, :2]
-    t = tf.translation[:2]
-    warped = Image.fromarray(image).transform(
-        (ARCFACE_SIZE, ARCFACE_SIZE), Image.AFFINE,
-        (m[0, 0], m[0, 1], t[0], m[1, 0], m[1, 1], t[1]), resample=Image.BILINEAR)
-    return np.asarray(warped)
+    pad = np.zeros((5, 1))  # a 2D similarity as a 3D one in the z = 0 plane
+    tf = umeyama(np.hstack([np.asarray(five, np.float64), pad]), np.hstack([dst, pad]),
+                 with_scale=True)
+    return np.hstack([tf.scale * tf.rotation[:2, :2], tf.translation[:2, None]])
+
+
+def arcface_crop(image: np.ndarray, five: np.ndarray) -> np.ndarray:
+    """The (112, 112, 3) uint8 ArcFace crop of five points, as insightface's ``norm_crop``.
+
+    The matrix maps the image onto the template; each crop pixel samples the input at its
+    inverse image (bilinear, pixel centres on integers, zero outside), as ``cv2.warpAffine``.
+    """
+    from methods.imagewarp import sample_affine
+    from methods.nets.iresnet import ARCFACE_SIZE
+
+    m = norm_matrix(five)
+    inv = np.linalg.inv(m[:, :2])
+    crop = sample_affine(image, inv, -inv @ m[:, 2], (ARCFACE_SIZE, ARCFACE_SIZE))
+    return np.clip(np.rint(crop), 0, 255).astype(np.uint8)
 
 
 class MappingNetwork:
@@ -121,16 +143,25 @@ class MICA(Method):
             return torch.nn.functional.normalize(self.arcface(x))
 
     def predict(self, sample: FaceSample) -> Prediction:
-        """Detect, align, embed, regress the neutral shape."""
+        """Detect, then :meth:`reconstruct` from the five points of the 68."""
         image = sample.load_image()
         det = self.provider.detect(image)
         if not det.ok:
             return Prediction.failed(det.status, det.error or "no face found")
-        lm = np.asarray(det.landmarks, np.float64)
-        five = five_points(lm, eyes="corners")
+        five = five_points(np.asarray(det.landmarks, np.float64), eyes="corners")
+        return self.reconstruct(image, five)
+
+    def shape_from_crop(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(300,) FLAME shape code and (V, 3) neutral vertices of a 112 x 112 aligned crop."""
         with self.torch.no_grad():
-            shape = self.mapping(self.identity(arcface_crop(image, five)))
+            shape = self.mapping(self.identity(crop))
             verts = self.flame(shape)[0].cpu().numpy()
-        return Prediction(status="ok", vertices=verts.astype(np.float32),
+        return shape[0].cpu().numpy(), verts
+
+    def reconstruct(self, image: np.ndarray, five: np.ndarray) -> Prediction:
+        """Align on five points (image left eye, right eye, nose, mouth corners), regress."""
+        shape, verts = self.shape_from_crop(arcface_crop(image, five))
+        verts = verts.astype(np.float32)
+        return Prediction(status="ok", vertices=verts, neutral_vertices=verts,
                           topology=self.topology,
-                          extras={"shape_norm": float(shape.norm())})
+                          extras={"shape_norm": float(np.linalg.norm(shape))})

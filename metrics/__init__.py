@@ -13,6 +13,9 @@ Modules:
     eyes: ``eye_openness``, ``eye_state_from_openness``, ``binary_scores``, ...
     landmarks: ``nme_2d``.
     bootstrap: ``bootstrap_ci`` over subjects.
+    realy: the REALY region-wise protocol, ``realy_evaluate``, ``realy_report``, and our
+        periocular ``eye_region_s2m``.
+    probes: shortcut checks, ``closed_call_rates``, ``per_source_scores``, ``common_ids``.
 
 Example (a notebook)::
 
@@ -71,9 +74,38 @@ from metrics.now import (
     now_scan_to_mesh,
     pooled_now_stats,
 )
+from metrics.probes import (
+    Rate,
+    SourceScores,
+    closed_call_rates,
+    common_ids,
+    per_source_scores,
+    rate_gap_pp,
+    states_from_prob,
+)
+from metrics.realy import (
+    EYE_REGION,
+    REALY_REGIONS,
+    EyeRegionResult,
+    RealyParams,
+    RealyReport,
+    RealyResult,
+    eye_region_s2m,
+    realy_evaluate,
+    realy_report,
+)
 
 __all__ = [
     "__version__",
+    "EYE_REGION",
+    "REALY_REGIONS",
+    "EyeRegionResult",
+    "RealyParams",
+    "RealyReport",
+    "RealyResult",
+    "eye_region_s2m",
+    "realy_evaluate",
+    "realy_report",
     "DEFAULT_CLOSED_THRESHOLD",
     "NOW_CENTRE_RATIO",
     "NOW_RADIUS_FACTOR",
@@ -88,12 +120,16 @@ __all__ = [
     "NowResult",
     "NowStats",
     "OpennessError",
+    "Rate",
     "RefineResult",
     "SimilarityTransform",
+    "SourceScores",
     "SurfaceDistance",
     "binary_scores",
     "bootstrap_ci",
     "check_unit",
+    "closed_call_rates",
+    "common_ids",
     "closest_point_on_triangle",
     "confusion_matrix",
     "cumulative_curve",
@@ -108,9 +144,12 @@ __all__ = [
     "now_scan_to_mesh",
     "openness_error",
     "openness_from_points",
+    "per_source_scores",
     "point_to_mesh_distance",
     "pooled_curve",
     "pooled_now_stats",
+    "rate_gap_pp",
     "refine_alignment",
+    "states_from_prob",
     "umeyama",
 ]

@@ -2,7 +2,8 @@
 # Set-up of a fresh machine for eyebench (idempotent; fast when nothing changed):
 #   1. the system library open3d needs (libusb-1.0), via apt-get when missing;
 #   2. a virtual environment in .venv with the CPU build of torch (constraints-cpu.txt)
-#      and the suite installed editable with its dev extra (tests, dlib landmarks).
+#      and the suite installed editable with its dev extra (tests, dlib landmarks) and its
+#      mediapipe extra (the MediaPipe Face Landmarker runtime; its model file is the user's).
 # Usage: bash scripts/setup.sh        (PYTHON=python3.11 to choose the interpreter)
 set -euo pipefail  # pipefail: a failing pip inside pip_quiet fails the set-up
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ stamp=".venv/.installed-$(cat pyproject.toml constraints-cpu.txt | sha256sum | c
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the suite and its dependencies into .venv (a few minutes the first time)"
   pip_quiet -c constraints-cpu.txt 'torch==2.13.0'
-  pip_quiet -c constraints-cpu.txt -e '.[dev]'
+  pip_quiet -c constraints-cpu.txt -e '.[dev,mediapipe]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -53,6 +53,7 @@ class TinyDataset(Dataset):
     card = DatasetCard(name="tiny", description="test faces", card_file="synthetic.md",
                        license="MIT", has_scans=True, has_eye_labels=True, has_gt_mesh=True,
                        redistributable=True)
+    option_keys = ("n",)
     _cache: dict[int, list[FaceSample]] = {}
 
     def _samples(self) -> list[FaceSample]:

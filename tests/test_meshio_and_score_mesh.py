@@ -171,3 +171,27 @@ def test_subcommand_has_usage_and_examples():
     p = sub.choices["score-mesh"]
     assert "score-mesh" in p.format_usage()
     assert "python -m benchmark score-mesh" in p.epilog
+
+
+def test_nan_vertices_are_named_with_file_and_count(files, capsys, tmp_path):
+    d, c = files
+    verts = c["pred_vertices"].astype(np.float64).copy()
+    verts[[4, 9]] = np.nan
+    verts[11, 0] = np.inf
+    write_obj(tmp_path / "nan.obj", verts, c["pred_faces"])
+    with pytest.raises(ValueError, match=r"nan\.obj.*3 of \d+ vertices have NaN or infinite "
+                                         r"coordinates \(first: 5, 10, 12"):
+        read_mesh(tmp_path / "nan.obj")
+    rc = cli(["score-mesh", str(tmp_path / "nan.obj"), str(d / "pred.npy"),
+              str(d / "scan.obj"), str(d / "scan.pp")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "nan.obj" in err and "3 of" in err
+    assert "not face-sized" not in err
+    lmk = c["pred_landmarks7"].copy()
+    lmk[2, 1] = np.nan
+    np.save(tmp_path / "nan_lmk.npy", lmk)
+    with pytest.raises(ValueError, match=r"nan_lmk\.npy.*1 of 7 landmarks"):
+        read_landmarks(tmp_path / "nan_lmk.npy")
+    (tmp_path / "bad_face.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n")
+    with pytest.raises(ValueError, match=r"bad_face\.obj.*outside 1\.\.3"):
+        read_mesh(tmp_path / "bad_face.obj")

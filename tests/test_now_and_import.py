@@ -34,12 +34,10 @@ def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
         np.savetxt(fh, faces + 1, fmt="f %d %d %d")
 
 
-@pytest.fixture()
-def now_root(tmp_path):
-    """Two NoW subjects, three images, scans and .pp landmarks in millimetres."""
+def make_now_root(root: Path) -> Path:
+    """Two NoW subjects, three images, scans and .pp landmarks in millimetres, under ``root``."""
     full = load_ict("full")
     rng = np.random.default_rng(3)
-    root = tmp_path / "NoW"
     lines = []
     for s in range(2):
         subject = f"FaMoS_18042{s}_0000{s}_TA"
@@ -58,6 +56,12 @@ def now_root(tmp_path):
             lines.append(rel)
     (root / "imagepathsvalidation.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture()
+def now_root(tmp_path):
+    """Two NoW subjects, three images, scans and .pp landmarks in millimetres."""
+    return make_now_root(tmp_path / "NoW")
 
 
 def test_now_loader_reads_official_layout(now_root):

@@ -121,6 +121,9 @@ def test_unlabelled_folder(tmp_path):
 def test_label_parsing():
     assert parse_state("Closed") == EYE_CLOSED and parse_state(" 0 ") == EYE_OPEN
     assert parse_state("half") == EYE_UNKNOWN and parse_state(None) == EYE_UNKNOWN
+    assert parse_state("") == EYE_UNKNOWN and parse_state("N/A") == EYE_UNKNOWN
+    with pytest.raises(ValueError, match="'closd'.*accepted: 'open'"):
+        parse_state("closd")
     assert image_state_of(np.array([1, 1])) == EYE_CLOSED
     assert image_state_of(np.array([1, 0])) == EYE_OPEN
     assert image_state_of(np.array([1, -1])) == EYE_UNKNOWN
@@ -209,3 +212,16 @@ def test_real_faces_dataset_skips_without_the_pool(monkeypatch, tmp_path):
     monkeypatch.setattr(rf, "DEFAULT_ROOT", tmp_path / "nowhere")
     av = RealFacesDataset().availability()
     assert not av.ok and "EYEBENCH_REAL_FACES" in av.fix
+
+
+def test_pool_labels_errors_name_file_and_line(fake_pool, monkeypatch):
+    labels = fake_pool / "open" / "labels.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([*lines[:3], "open/face_1.jpg,opne", *lines[4:]]) + "\n")
+    monkeypatch.setenv("EYEBENCH_REAL_FACES", str(fake_pool))
+    av = RealFacesDataset().availability()
+    assert not av.ok and f"{labels}:4" in av.reason and "'opne'" in av.reason
+    for bad in ("../../elsewhere.jpg", "/abs/face.jpg"):
+        labels.write_text("\n".join([*lines[:2], f"{bad},open", *lines[3:]]) + "\n")
+        with pytest.raises(ValueError, match=f"{labels}:3"):
+            list_pool(fake_pool)

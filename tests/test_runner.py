@@ -109,7 +109,16 @@ def test_score_only_rescores_cache_with_new_threshold(tiny_registry, run_config)
 
 def test_only_cache_without_predictions_scores_nothing(tiny_registry, run_config):
     cfg = dataclasses.replace(run_config, methods="counting", overwrite="only-cache")
-    rec = _records(run(cfg, show_progress=False))["counting"]
+    summary = run(cfg, show_progress=False)
+    # Nothing cached: no record is written, the pair is listed as failed with the command.
+    assert CountingMethod.calls == [] and summary.records == []
+    assert len(summary.failed) == 1
+    assert "6 of 6 predictions are not cached" in summary.failed[0]
+    assert "python -m benchmark run --methods counting --datasets tiny" in summary.failed[0]
+    assert not list(Path(cfg.output_dir).glob("runs/*/*/result.json"))
+    # --allow-fewer writes the (empty) record.
+    rec = _records(run(dataclasses.replace(cfg, allow_fewer=True), show_progress=False))[
+        "counting"]
     assert CountingMethod.calls == [] and rec.n_ok == 0
 
 

@@ -22,8 +22,10 @@ DATASETS: Registry = Registry(
     {
         "synthetic": "benchmark.datasets.synthetic:SyntheticDataset",
         "now": "benchmark.datasets.now:NowDataset",
+        "realy": "benchmark.datasets.realy:RealyDataset",
         "photo-folder": "benchmark.datasets.photo_folder:PhotoFolderDataset",
         "real-faces-val": "benchmark.datasets.real_faces:RealFacesDataset",
+        "real-faces-val-eyes-masked": "benchmark.datasets.masked:MaskedRealFacesDataset",
     },
 )
 

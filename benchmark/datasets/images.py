@@ -1,19 +1,27 @@
 """Reading photos for dataset loaders and detectors: any common file or array -> RGB uint8.
 
 Room: one image normalisation for the whole suite. Grayscale, RGBA, palette and 16-bit
-inputs become (H, W, 3) uint8 RGB; an unreadable file raises :class:`ImageError` (a
-``ValueError``) with the file name, which the runner records as the sample's error.
+inputs become (H, W, 3) uint8 RGB; an EXIF orientation tag (phone photos) is applied, so the
+pixels come out the way a photo viewer shows them; an unreadable file (missing, empty,
+truncated, corrupt, or over Pillow's decompression-bomb pixel limit) raises
+:class:`ImageError` (a ``ValueError``) with the file name, which the runner records as the
+sample's error.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 #: File extensions treated as images by folder datasets (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
                     ".pgm")
+
+
+#: EXIF tag id of the orientation (1 upright ... 6 rotate 90 deg clockwise, 8 counter-clockwise).
+_EXIF_ORIENTATION = 0x0112
 
 
 class ImageError(ValueError):
@@ -67,24 +75,39 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _orientation(im: Any) -> int:
+    """EXIF orientation of an opened Pillow image (1, upright, when absent or unreadable)."""
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # a damaged EXIF block must not make the pixels unreadable
+        return 1
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Reads an image file as (H, W, 3) uint8 RGB (grayscale, RGBA, 16-bit, palette handled).
 
     Args:
         path: image file (anything Pillow reads).
 
+    The EXIF orientation tag, when present, is applied (a portrait phone photo stored
+    sideways with orientation 6 or 8 comes out upright).
+
     Returns:
         The RGB image.
 
     Raises:
-        ImageError: the file is missing, truncated, corrupt or not an image.
+        ImageError: the file is missing, truncated, corrupt, not an image, or larger than
+            Pillow's pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
+            if _orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.int64)
                 hi = 65535 if arr.max() > 255 else 255
@@ -100,6 +123,11 @@ def read_image(path: str | Path) -> np.ndarray:
             return to_rgb_uint8(np.asarray(im))
     except FileNotFoundError as exc:
         raise ImageError(f"image file {str(path)!r} does not exist.") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"image {str(path)!r} is too large to read: {exc} Downscale it, or raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS if the file is trusted."
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {str(path)!r}: {exc}") from exc
 

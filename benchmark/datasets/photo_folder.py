@@ -11,14 +11,18 @@ of a config, or ``$EYEBENCH_PHOTO_FOLDER``):
 2. A labels file ``DIR/labels.csv`` with a ``file`` column (path relative to ``DIR``) and
    either a per-image ``label`` column or per-eye ``right_eye`` and ``left_eye`` columns
    (the *subject's* right eye is eye 0, landmarks 36-41; ``eye0``/``eye1`` are accepted
-   too). Values: ``open``/``0``, ``closed``/``1``, anything else (``half``, ``unknown``,
-   ``-1``, empty) is unknown and kept out of the binary scores. An optional ``subject``
-   column groups images for bootstrap intervals.
+   too). Values (any case): ``open``/``o``/``0``, ``closed``/``close``/``c``/``1``, and
+   ``half``/``unknown``/``?``/``-1``/``na``/``n/a``/empty for *unknown* (kept out of the
+   binary scores); any other value (a typo such as ``closd``) is rejected with the file and
+   line. File paths must be relative and stay under ``DIR`` (no ``..``, not absolute). An
+   optional ``subject`` column groups images for bootstrap intervals.
 3. A plain folder of images: no labels (landmark and fitting runs only).
 
-A ``labels.csv`` wins over ``closed/``/``open/`` when both exist. Unreadable images (corrupt,
-truncated) are listed and fail at load time, which the runner records as a per-sample
-error; the run goes on.
+A ``labels.csv`` wins over ``closed/``/``open/`` when both exist; a malformed one makes the
+dataset unavailable with the reason (file and line), never a partial run. Unreadable images
+(missing, empty, corrupt, truncated) are listed and fail at load time, which the runner
+records as a per-sample error for every method; the run goes on. EXIF orientation tags are
+applied (``benchmark.datasets.images.read_image``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.datasets.base import Dataset, DatasetCard
+from benchmark.datasets.base import Dataset, DatasetCard, relative_path
 from benchmark.datasets.images import IMAGE_EXTENSIONS, read_image
 from benchmark.types import EYE_CLOSED, EYE_OPEN, EYE_UNKNOWN, Availability, FaceSample
 
@@ -41,7 +45,9 @@ ROOT_ENV = "EYEBENCH_PHOTO_FOLDER"
 LABELS_FILE = "labels.csv"
 
 _VALUES = {"open": EYE_OPEN, "0": EYE_OPEN, "o": EYE_OPEN,
-           "closed": EYE_CLOSED, "close": EYE_CLOSED, "1": EYE_CLOSED, "c": EYE_CLOSED}
+           "closed": EYE_CLOSED, "close": EYE_CLOSED, "1": EYE_CLOSED, "c": EYE_CLOSED,
+           "": EYE_UNKNOWN, "half": EYE_UNKNOWN, "unknown": EYE_UNKNOWN, "?": EYE_UNKNOWN,
+           "-1": EYE_UNKNOWN, "na": EYE_UNKNOWN, "n/a": EYE_UNKNOWN}
 _EYE_COLUMNS = (("right_eye", "left_eye"), ("eye0", "eye1"), ("right", "left"))
 
 CARD = DatasetCard(
@@ -59,19 +65,29 @@ CARD = DatasetCard(
     has_eye_labels=True,
     redistributable=False,
     root_env=ROOT_ENV,
+    instance_keyed=True,
     layout=(
         "DIR/closed/*.jpg + DIR/open/*.jpg, or DIR/labels.csv "
         "(file,label | file,right_eye,left_eye)"
     ),
-    revision="1",
+    revision="2",  # 2: EXIF orientation applied
 )
 
 
 def parse_state(value: str | None) -> int:
-    """An eye label from a CSV cell: 0 open, 1 closed, -1 anything else."""
+    """An eye label from a CSV cell: 0 open, 1 closed, -1 unknown (half, ?, empty, ...).
+
+    Raises:
+        ValueError: a value that is none of the accepted ones (listed in the message).
+    """
     if value is None:
         return EYE_UNKNOWN
-    return _VALUES.get(str(value).strip().lower(), EYE_UNKNOWN)
+    key = str(value).strip().lower()
+    if key not in _VALUES:
+        accepted = ", ".join(repr(v) for v in _VALUES if v)
+        raise ValueError(f"unknown eye label {str(value).strip()!r} (accepted: {accepted}, "
+                         f"or empty for unknown)")
+    return _VALUES[key]
 
 
 def image_state_of(eye_state: np.ndarray) -> int:
@@ -130,16 +146,18 @@ class PhotoFolderDataset(Dataset):
                     raise ValueError(
                         f"{labels} needs a 'label' column or 'right_eye' and 'left_eye' columns."
                     )
-                for line, raw in enumerate(reader, start=2):
+                for raw in reader:
+                    line = reader.line_num
                     row = {k.strip().lower(): (v or "") for k, v in raw.items() if k}
-                    rel = row["file"].strip()
-                    if not rel:
-                        raise ValueError(f"{labels}:{line}: empty file name.")
-                    if eye_cols is not None:
-                        state = np.array([parse_state(row[eye_cols[0]]),
-                                          parse_state(row[eye_cols[1]])], np.int8)
-                    else:
-                        state = np.full(2, parse_state(row["label"]), np.int8)
+                    rel = relative_path(row["file"], f"{labels}:{line}")
+                    try:
+                        if eye_cols is not None:
+                            state = np.array([parse_state(row[eye_cols[0]]),
+                                              parse_state(row[eye_cols[1]])], np.int8)
+                        else:
+                            state = np.full(2, parse_state(row["label"]), np.int8)
+                    except ValueError as exc:
+                        raise ValueError(f"{labels}:{line}: {exc}.") from exc
                     sid = _sample_id(rel)
                     if sid in out:
                         raise ValueError(f"{labels}:{line}: {rel!r} is listed twice.")

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from benchmark.datasets.base import Dataset, DatasetCard
+from benchmark.datasets.base import Dataset, DatasetCard, relative_path
 from benchmark.datasets.images import read_image
 from benchmark.types import EYE_CLOSED, EYE_OPEN, Availability, FaceSample
 
@@ -129,10 +129,21 @@ def _in_val(group: str, seed: int, val_fraction: float) -> bool:
 
 
 def _read_labels(root: Path, folder: str) -> list[dict[str, str]]:
+    """Rows ``file``, ``label`` (``eye``) and ``where`` (``labels.csv:line`` for messages)."""
     path = root / folder / "labels.csv"
     if path.is_file():
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
+        rows_csv = []
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            for raw in reader:
+                where = f"{path}:{reader.line_num}"
+                row = {k: (v or "") for k, v in raw.items() if k}
+                if "file" not in row or "label" not in row:
+                    raise ValueError(f"{where}: needs 'file' and 'label' columns.")
+                row["file"] = relative_path(row["file"], where)
+                row["where"] = where
+                rows_csv.append(row)
+        return rows_csv
     # no labels file: list the folder(s) (faces: closed/, open/; eyes: eyes/closed, eyes/open)
     rows = []
     base = root / folder
@@ -143,7 +154,8 @@ def _read_labels(root: Path, folder: str) -> list[dict[str, str]]:
         if sub.is_dir():
             for f in sorted(sub.iterdir()):
                 if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"):
-                    row = {"file": str(f.relative_to(root)), "label": label}
+                    row = {"file": f.relative_to(root).as_posix(), "label": label,
+                           "where": str(f)}
                     m = re.search(r"_([LR])\.[A-Za-z]+$", f.name)
                     if m:
                         row["eye"] = m.group(1)
@@ -169,12 +181,11 @@ def list_pool(root: str | Path) -> list[PoolItem]:
         for row in _read_labels(root, folder):
             label = row["label"].strip().lower()
             if label not in _LABELS:
-                raise ValueError(f"{root / folder}/labels.csv: unknown label {row['label']!r}.")
+                raise ValueError(f"{row['where']}: unknown label {row['label']!r} (accepted: "
+                                 f"{', '.join(map(repr, _LABELS))}).")
             eye = PATCH_EYE.get(row.get("eye", "").strip().upper()) if kind == "eye" else None
             if kind == "eye" and eye is None:
-                raise ValueError(
-                    f"{root / folder}/labels.csv: eye patch {row['file']!r} has no L/R."
-                )
+                raise ValueError(f"{row['where']}: eye patch {row['file']!r} has no L/R.")
             items.append(PoolItem(file=row["file"], label=_LABELS[label], kind=kind,  # type: ignore[arg-type]
                                   eye=eye, group=_group(kind, label, row["file"])))
     if not items:
@@ -252,6 +263,7 @@ class RealFacesDataset(Dataset):
     """
 
     card = CARD
+    option_keys = ("seed", "val_fraction")
 
     def __init__(
         self, split: str | None = None, root: str | Path | None = None, **options: Any
@@ -277,6 +289,10 @@ class RealFacesDataset(Dataset):
                 f"{str(self.root)!r} lacks closed/ and open/",
                 f"point {ROOT_ENV} at the real-faces pool folder",
             )
+        try:
+            self._index()
+        except (ValueError, OSError) as exc:  # a malformed labels.csv: file and line named
+            return Availability(False, str(exc), "fix the pool's labels.csv files")
         return Availability(True)
 
     def _index(self) -> dict[str, PoolItem]:

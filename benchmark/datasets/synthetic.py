@@ -89,6 +89,7 @@ class SyntheticDataset(Dataset):
         redistributable=True,
         revision=GENERATOR_VERSION,
     )
+    option_keys = (*_LOADER_OPTIONS, *_CONFIG_FIELDS, "root")
 
     def __init__(self, split: str | None = None, root: str | Path | None = None,
                  **options: Any) -> None:

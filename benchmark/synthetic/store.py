@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.cache import file_mode
 from benchmark.synthetic.config import (
     GENERATOR_VERSION,
     SyntheticConfig,
@@ -70,7 +71,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the user's umask decides
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -147,7 +148,7 @@ class SyntheticStore:
         Args:
             n: number of samples.
             workers: processes (each single-threaded); 1 generates in this process.
-            progress: show a tqdm progress bar.
+            progress: show progress (a bar on a terminal, plain lines in a log).
         """
         if self.is_complete(n):
             return
@@ -272,10 +273,9 @@ def _chunks(indices: Iterable[int], per_subject: int) -> list[list[int]]:
 
 
 def _run(store: SyntheticStore, todo: list[int], workers: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from benchmark.progress import progress as progress_bar
 
-    bar = tqdm(total=len(todo), desc=f"synthetic {store.split}", unit="img",
-               disable=not progress)
+    bar = progress_bar(len(todo), f"synthetic {store.split}", enabled=progress)
     try:
         if workers <= 1 or len(todo) < 2 * store.config.samples_per_subject:
             import torch

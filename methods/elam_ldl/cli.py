@@ -167,7 +167,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def add_ablate_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Registers ``ablate`` on a ``python -m benchmark`` subparsers object."""
-    from benchmark.config import RunConfig
+    from benchmark.config import DEFAULT_OUTPUT_DIR, RunConfig
 
     p = subparsers.add_parser(
         "ablate",
@@ -191,7 +191,7 @@ def add_ablate_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                    help="train variants whose checkpoint is missing (default: yes)")
     p.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
                    help="training option for variants trained here (repeatable)")
-    p.add_argument("--output-dir", default=RunConfig.output_dir,
+    p.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR),
                    help="results folder (run records; the table goes to <dir>/ablation)")
     p.add_argument("--limit", type=int, default=None, help="first N samples per dataset")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (subjects)")

@@ -318,6 +318,9 @@ def _write(path: Path, data: TrainingData) -> None:
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             fh.write(buf.getvalue())
+        from benchmark.cache import file_mode
+
+        os.chmod(tmp, file_mode())  # the user's umask, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -47,7 +47,7 @@ _COMMON: dict[str, Any] = dict(
         "Deng et al., Accurate 3D Face Reconstruction with Weakly-Supervised Learning, CVPRW "
         "2019 (Deep3DFaceRecon)"
     ),
-    revision="1",
+    revision="2",  # 2: neutral_vertices (expression zeroed) for neutral scans
     training_datasets=("synthetic", "real-faces-val", "ibug-300w (dlib predictor)"),
     extra="landmarks",
     python_modules=("dlib",),
@@ -77,6 +77,7 @@ class ElamLdlMethod(Method):
     """Shared inference of the four variants (subclasses only pick the card)."""
 
     card: ClassVar[MethodCard]
+    option_keys: ClassVar[tuple[str, ...]] = ("checkpoint", "threads", "landmarks", "cache")
 
     @property
     def variant(self) -> str:
@@ -165,6 +166,9 @@ class ElamLdlMethod(Method):
             c = self.net.coefficients(x.to(self.torch_device))
             geo = self.decoder.geometry(c)
             verts = geo.vertices.cpu().numpy().astype(np.float32)
+            # the same identity with expression zeroed, for neutral scans (NoW)
+            neutral = self.decoder.vertices(c._replace(exp=torch.zeros_like(c.exp)))
+            neutral = neutral.cpu().numpy().astype(np.float32)
             lmk = geo.landmarks2d.cpu().numpy()
             vimg = project(geo.vertices_cam, self.decoder.camera).cpu().numpy()
             depth = geo.vertices_cam[..., 2].cpu().numpy()
@@ -175,6 +179,7 @@ class ElamLdlMethod(Method):
             out[i] = Prediction(
                 status="ok",
                 vertices=verts[k],
+                neutral_vertices=neutral[k],
                 topology=self.topology,
                 landmarks2d=tr.invert(lmk[k]),
                 vertices_image=np.concatenate([image_xy, depth[k][:, None]], 1)

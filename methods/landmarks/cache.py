@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.cache import file_mode
 from benchmark.types import FaceSample
 from methods.landmarks.base import (
     Box,
@@ -143,6 +144,7 @@ def _write(path: Path, result: LandmarkResult) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getvalue())
+        os.chmod(tmp, file_mode())  # the user's umask, not mkstemp's 0600
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache must not stop detection
         logger.warning("cannot write landmark cache %s: %s", path, exc)
