@@ -3,6 +3,14 @@
 #               synthetic benchmark and write results/LEADERBOARD.md + plots
 #   make test   set up (first time), then run the default test suite
 PY := .venv/bin/python
+# Files of published methods (research-only, never in the repository; see README): where a
+# weights folder is given (WEIGHTS=/path) or ../shared/weights sits beside the checkout,
+# `make run` also evaluates 3ddfa-v2 and mediapipe on them. Variables already set win.
+WEIGHTS ?= $(wildcard ../shared/weights)
+ifneq ($(WEIGHTS),)
+export TDDFA_V2_ROOT ?= $(WEIGHTS)/3ddfa_v2
+export MEDIAPIPE_FACE_LANDMARKER ?= $(WEIGHTS)/mediapipe/face_landmarker.task
+endif
 RUN_ARGS ?=
 TEST_ARGS ?=
 

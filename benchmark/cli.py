@@ -28,6 +28,8 @@ logger = logging.getLogger("benchmark")
 #: Subcommands contributed by other modules: module path of an ``add_subcommand``.
 EXTERNAL_SUBCOMMANDS: tuple[str, ...] = (
     "benchmark.score_mesh",
+    "benchmark.export",
+    "benchmark.hf",
     "methods.elam.cli",
     "methods.elam_ldl.cli",
 )
@@ -184,6 +186,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                         draw=args.plots)
     print(render_console(load_records(out)))
     print(f"leaderboard: {path}")
+    if args.html:
+        from benchmark.site import write_site
+
+        index = write_site(out, Path(args.html),
+                           Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                           samples_per_section=args.html_samples)
+        print(f"site: {index} (open it in a browser; no server needed)")
     return 0
 
 
@@ -221,15 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("leaderboard", help="render LEADERBOARD.md and plots from stored runs",
-                       usage="python -m benchmark leaderboard [--output-dir DIR]",
+                       usage="python -m benchmark leaderboard [--output-dir DIR] [--html DIR]",
                        epilog="examples:\n  python -m benchmark leaderboard\n"
                               "  python -m benchmark leaderboard --output-dir my_results "
-                              "--no-plots\n", formatter_class=fmt)
+                              "--no-plots\n"
+                              "  python -m benchmark leaderboard --html /tmp/eyebench-site\n",
+                       formatter_class=fmt)
     p.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR),
                    help="folder holding runs/ (default: results/)")
     p.add_argument("--cache-dir", default=None, help="prediction cache, for qualitative plots")
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
                    help="draw plots")
+    p.add_argument("--html", default=None, metavar="DIR",
+                   help="also write a static web leaderboard (opens from file://, offline) "
+                        "with a per-sample browser and 3D viewer into DIR")
+    p.add_argument("--html-samples", type=int, default=30, metavar="N",
+                   help="samples per dataset in the site's per-sample browser (default 30)")
     p.add_argument("-v", "--verbosity", type=int, default=1, choices=range(4))
     p.set_defaults(func=cmd_leaderboard)
 

@@ -25,6 +25,8 @@ DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "results"
 
 OVERWRITE_STRATEGIES = ("only-missing", "always", "only-cache")
 
+EXECUTORS = ("local", "ray")
+
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
@@ -71,6 +73,19 @@ class RunConfig:
     workers: int = dataclasses.field(
         default=min(2, os.cpu_count() or 1),
         metadata=_help("processes that score predictions beside the method (0: score inline)"),
+    )
+    executor: str = dataclasses.field(
+        default="local",
+        metadata=_help("where predictions and scores run: local (this process + --workers "
+                       "scoring processes) or ray (prediction actors and scoring tasks on a "
+                       "running Ray cluster; needs the ray extra, see docs/scaling.md)",
+                       choices=EXECUTORS),
+    )
+    ray_address: str = dataclasses.field(
+        default="auto",
+        metadata=_help("Ray cluster to join with --executor ray ('auto': the one running "
+                       "here, started with `ray start --head`; or ray://host:10001, "
+                       "host:6379); none is started for you. YAML: ray: {address: ...}"),
     )
     overwrite: str = dataclasses.field(
         default="only-missing",
@@ -139,6 +154,9 @@ class RunConfig:
             )
         if self.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0, got {self.bootstrap}.")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, "
+                             f"got {self.executor!r}.")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"--device must be cpu or cuda, got {self.device!r}.")
 
@@ -166,6 +184,13 @@ class RunConfig:
             raise ValueError(f"{where} cannot be read: {reason}.") from None
         if not isinstance(data, dict):
             raise ValueError(f"{where} must hold a mapping of option: value.")
+        if isinstance(data.get("ray"), dict):  # ray: {address: auto} is ray_address
+            ray_opts = dict(data.pop("ray"))
+            if set(ray_opts) - {"address"}:
+                raise ValueError(f"{where}: key 'ray' knows only 'address', got "
+                                 f"{', '.join(sorted(map(str, ray_opts)))}.")
+            if "address" in ray_opts:
+                data["ray_address"] = ray_opts["address"]
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in set(data) - names)
         if unknown:

@@ -171,6 +171,44 @@ def realy_table(records: Sequence[RunRecord]) -> list[str]:
     return lines + [""]
 
 
+#: Footnote of each method mark, in display order.
+MARK_NOTES = {
+    "ᵒ": "ᵒ eyes open by construction (the method predicts no eyelid state).",
+    "ᶜ": "ᶜ trained on this dataset's training split (subjects disjoint from the evaluated "
+         "split).",
+    "ᵐ": "ᵐ built on the face model this dataset's ground truth comes from: it can express "
+         "most of the true shape, so its scan-to-mesh error is not comparable with other "
+         "models' here (see the dataset card).",
+    "ʷ": "ʷ the published method run by our adapter on its official files, which a user "
+         "supplies (research material, never in the repository; paths and sha256 in the run "
+         "record):",
+}
+
+
+def method_marks(record: RunRecord, dataset: str) -> list[str]:
+    """The footnote marks of a method's row (keys of :data:`MARK_NOTES`)."""
+    card, marks = record.method_card, []
+    if card.get("eyes_open_by_construction"):
+        marks.append("ᵒ")
+    if dataset in card.get("training_datasets", []):
+        marks.append("ᶜ")
+    if card.get("required_files"):
+        marks.append("ʷ")
+    family = record.dataset_card.get("gt_face_model", "")
+    if family and str(card.get("topology", "")).split("-")[0] == family:
+        marks.append("ᵐ")
+    return marks
+
+
+def mark_notes(records: Sequence[RunRecord], dataset: str) -> list[str]:
+    """The footnotes of the marks that appear on these rows."""
+    used = {m for r in records for m in method_marks(r, dataset)}
+    notes = [note for mark, note in MARK_NOTES.items() if mark in used]
+    files = [f"`{r.method}`: " + "; ".join(r.method_card["required_files"])
+             for r in records if "ʷ" in method_marks(r, dataset)]
+    return [f"{n} {' — '.join(files)}." if n.startswith("ʷ") else n for n in notes]
+
+
 def render_markdown(records: Sequence[RunRecord], plots: dict[str, list[Path]] | None = None,
                     output_dir: Path | None = None) -> str:
     """The whole LEADERBOARD.md text for a set of records."""
@@ -227,20 +265,11 @@ def render_markdown(records: Sequence[RunRecord], plots: dict[str, list[Path]] |
                     is_best = (best[s.name] is not None and entry is not None
                                and entry.get("value") == best[s.name])
                     cells.append(_cell(s, entry, is_best))
-                name = f"`{r.method}`"
-                if r.method_card.get("eyes_open_by_construction"):
-                    name += " ᵒ"
-                if dataset in r.method_card.get("training_datasets", []):
-                    name += " ᶜ"
+                name = " ".join([f"`{r.method}`", *method_marks(r, dataset)])
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
             lines += realy_table(ok)
-            notes = []
-            if any(r.method_card.get("eyes_open_by_construction") for r in ok):
-                notes.append("ᵒ eyes open by construction (the method predicts no eyelid state).")
-            if any(dataset in r.method_card.get("training_datasets", []) for r in ok):
-                notes.append("ᶜ trained on this dataset's training split (subjects disjoint "
-                             "from the evaluated split).")
+            notes = mark_notes(ok, dataset)
             failed = [r for r in ok if r.n_error or r.n_no_face]
             for r in failed:
                 notes.append(f"`{r.method}`: {r.n_no_face} no face, {r.n_error} errors out of "

@@ -7,6 +7,10 @@ Layout under the output folder (default ``results/``)::
 
     runs/<key>/<method>/result.json     RunRecord (schema below)
     runs/<key>/<method>/samples.parquet per-sample rows (no images, no meshes)
+    runs/<key>/<method>/samples.csv     the same rows as CSV (diffable, for any tool)
+    runs/<key>/<method>/samples.hf/     the same rows as a Hugging Face dataset
+                                        (``datasets.load_from_disk``), written when the
+                                        optional ``datasets`` package is installed
 
 ``<key>`` is ``<dataset>__<split>``, and ``<dataset>__<split>__<root digest8>`` for datasets
 whose card says ``instance_keyed`` (a user's photo folder, NoW): two folders evaluated into
@@ -59,6 +63,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.parquet"
+SAMPLES_CSV = "samples.csv"
+SAMPLES_HF = "samples.hf"
 
 
 @dataclasses.dataclass
@@ -114,7 +120,11 @@ class RunRecord:
         return None if entry is None else entry.get("value")
 
     def to_disk(self, output_dir: Path) -> Path:
-        """Writes result.json (and samples.parquet when rows are present)."""
+        """Writes result.json, and the per-sample rows (parquet, CSV, HF) when present.
+
+        The HF dataset is written when ``datasets`` is installed; otherwise a stale one is
+        removed, so the three row files never disagree.
+        """
         folder = self.folder(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         data = dataclasses.asdict(self)
@@ -123,13 +133,32 @@ class RunRecord:
             folder / RESULT_FILE, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
         )
         if rows is not None:
+            import hashlib
             import io
 
+            frame = pd.DataFrame(rows)
             buf = io.BytesIO()
-            pd.DataFrame(rows).to_parquet(buf, index=False)
+            frame.to_parquet(buf, index=False)
             atomic_write_bytes(folder / SAMPLES_FILE, buf.getvalue())
-        elif (folder / SAMPLES_FILE).exists():
-            (folder / SAMPLES_FILE).unlink()
+            csv_bytes = frame.to_csv(index=False, lineterminator="\n").encode()
+            atomic_write_bytes(folder / SAMPLES_CSV, csv_bytes)
+            try:
+                from benchmark.hf import save_rows
+
+                save_rows(frame, folder / SAMPLES_HF,
+                          fingerprint=hashlib.sha256(csv_bytes).hexdigest()[:16])
+            except ImportError:
+                logger.debug("datasets is not installed: no %s beside %s", SAMPLES_HF,
+                             SAMPLES_FILE)
+                _remove(folder / SAMPLES_HF)
+            except Exception as exc:  # an optional copy never costs the record itself
+                logger.warning("could not write %s (%s: %s); %s and %s are written",
+                               folder / SAMPLES_HF, type(exc).__name__, exc, SAMPLES_FILE,
+                               SAMPLES_CSV)
+                _remove(folder / SAMPLES_HF)
+        else:
+            for name in (SAMPLES_FILE, SAMPLES_CSV, SAMPLES_HF):
+                _remove(folder / name)
         return folder / RESULT_FILE
 
     @classmethod
@@ -157,6 +186,16 @@ class RunRecord:
         if self.rows is not None:
             return pd.DataFrame(self.rows)
         return pd.read_parquet(self.folder(output_dir) / SAMPLES_FILE)
+
+
+def _remove(path: Path) -> None:
+    """Deletes a file or folder if it exists."""
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def one_line(text: str, limit: int = 300) -> str:

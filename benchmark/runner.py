@@ -28,6 +28,12 @@ refused before anything runs.
 
 Scoring workers watch their parent: when the runner dies (kill -9, out of memory) they exit
 within a second instead of lingering.
+
+Where predictions and scores are computed is the executor's business: :class:`LocalExecutor`
+(this process predicts, a process pool scores) or ``benchmark.ray_executor.RayExecutor``
+(``--executor ray``: prediction actors and scoring tasks on a Ray cluster). Both go through
+the same caches and produce the same records; the record's ``provenance.executor`` names
+the one used.
 """
 
 from __future__ import annotations
@@ -168,11 +174,14 @@ def run(config: RunConfig, show_progress: bool = True) -> RunSummary:
         "packages": provenance.package_versions(),
         "environment": provenance.environment(),
     }
-    records: list[RunRecord] = []
+    records: list[tuple[int, RunRecord]] = []  # (pair order, record): pairs finish out of order
     skipped: dict[str, str] = {}
     failed: list[str] = []
     methods: dict[str, Method] = {}
-    scorer = Scorer(params, config.workers, config.raise_errors)
+    open_pairs: list[_PairRun] = []
+    finished: list[tuple[_PairRun, RunRecord]] = []
+    executor = make_executor(config, params)
+    base["executor"] = executor.name
     try:
         for dname in dataset_names:
             lenient = all_datasets  # unavailable data is a listed, non-failing state then
@@ -199,19 +208,46 @@ def run(config: RunConfig, show_progress: bool = True) -> RunSummary:
             for mname in method_names:
                 if mname not in methods:
                     methods[mname] = make_method(mname, config)
-                pair = _PairRun(methods[mname], dataset, config, params, base, scorer)
-                record = pair.evaluate(ids, show_progress)
-                problem = _pair_problem(record, pair, config, all_methods)
-                if problem:
-                    failed.append(f"{mname} on {record.dataset}/{record.split}: {problem}")
-                if not (record.status == "ok" and pair.missing and not config.allow_fewer):
-                    record.to_disk(output_dir)
-                    records.append(record)
+                pair = _PairRun(methods[mname], dataset, config, params, base, executor)
+                pair.order = len(finished) + len(open_pairs)
+                record = pair.start(ids, show_progress)
+                if record is None:  # scores still in flight: finished below or later
+                    open_pairs.append(pair)
+                else:
+                    finished.append((pair, record))
+                # A pair whose last score arrived (while later pairs predicted) is finished
+                # now: its bootstrap runs while the workers score the newer pairs.
+                for done in [p for p in open_pairs if p.complete()]:
+                    open_pairs.remove(done)
+                    finished.append((done, done.finish()))
+                _write_finished(finished, records, failed, config, all_methods, output_dir)
+        executor.drain()
+        for pair in open_pairs:
+            finished.append((pair, pair.finish()))
+        open_pairs.clear()
+        _write_finished(finished, records, failed, config, all_methods, output_dir)
     except KeyboardInterrupt:
         raise RunInterrupted() from None
     finally:
-        scorer.close()
-    return RunSummary(records, skipped, time.perf_counter() - t_start, failed, output_dir)
+        executor.close()
+    return RunSummary([r for _, r in sorted(records, key=lambda x: x[0])], skipped,
+                      time.perf_counter() - t_start, failed, output_dir)
+
+
+def _write_finished(finished: list[tuple[_PairRun, RunRecord]],
+                    records: list[tuple[int, RunRecord]],
+                    failed: list[str], config: RunConfig, all_methods: bool,
+                    output_dir: Path) -> None:
+    """Checks and writes finished pairs' records (emptying ``finished``)."""
+    for pair, record in finished:
+        problem = _pair_problem(record, pair, config, all_methods)
+        if problem:
+            failed.append(f"{pair.method.card.name} on {record.dataset}/{record.split}: "
+                          f"{problem}")
+        if not (record.status == "ok" and pair.missing and not config.allow_fewer):
+            record.to_disk(output_dir)
+            records.append((pair.order, record))
+    finished.clear()
 
 
 def _pair_problem(record: RunRecord, pair: _PairRun, config: RunConfig,
@@ -314,6 +350,11 @@ def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
         workers, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
+#: Scoring jobs queued per worker before the runner waits: a backlog left by fast methods
+#: is scored while a slow method predicts (each job holds a sample's scan and a mesh).
+BACKLOG_PER_WORKER = 32
+
+
 class Scorer:
     """Scores (sample, prediction) pairs inline or in worker processes.
 
@@ -346,7 +387,7 @@ class Scorer:
         light = dataclasses.replace(sample, image=np.zeros((1, 1, 3), np.uint8))
         fut = self._pool.submit(_score_job, light, pred, self.params, self.raise_errors)
         self._pending[fut] = (sample.id, done)
-        if len(self._pending) >= 4 * self.workers:
+        if len(self._pending) >= BACKLOG_PER_WORKER * self.workers:
             self.drain(wait_all=False)
 
     def drain(self, wait_all: bool = True) -> None:
@@ -368,13 +409,73 @@ class Scorer:
         self._pending.clear()
 
 
+class LocalExecutor:
+    """Predicts in this process (one loaded model per method) and scores in a process pool.
+
+    Args:
+        config: the run configuration (``workers``, ``batch_size``, ``raise_errors``).
+        params: scoring parameters.
+    """
+
+    name = "local"
+
+    def __init__(self, config: RunConfig, params: ScoringParams) -> None:
+        self.config = config
+        self.scorer = Scorer(params, config.workers, config.raise_errors)
+
+    def predict_and_score(self, pair: _PairRun, todo: list[str]) -> bool:
+        """Predicts (or reads from cache) and scores ``todo``; False if the method failed to load.
+
+        Every result reaches ``pair`` through :meth:`_PairRun._scored`, possibly after this
+        returns (see :meth:`drain`).
+        """
+        # A method that does not batch is called one sample at a time, so every
+        # prediction is cached the moment it exists (Ctrl-C loses nothing computed).
+        batches = type(pair.method).predict_batch is not Method.predict_batch
+        for batch_ids in _chunks(todo, self.config.batch_size if batches else 1):
+            # A sample the loader cannot build (NoW subject without its scan) carries
+            # the reason and becomes an error row; the other samples are scored.
+            samples = {sid: load_sample_or_error(pair.dataset, sid, self.config.raise_errors)
+                       for sid in batch_ids}
+            got = pair._predictions(samples)
+            if got is None:
+                return False
+            for sid in batch_ids:
+                self.scorer.submit(samples[sid], got[sid], pair._scored)
+        # Not drained here: the pair's last scores run beside the next pair's predictions.
+        return True
+
+    def drain(self, wait_all: bool = True) -> None:
+        """Waits for every submitted score (or, with ``wait_all=False``, for one)."""
+        self.scorer.drain(wait_all)
+
+    def close(self) -> None:
+        """Stops the scoring workers."""
+        self.scorer.close()
+
+
+def make_executor(config: RunConfig, params: ScoringParams) -> Any:
+    """The executor ``config.executor`` names (``ray`` imports Ray only then).
+
+    Raises:
+        ValueError: an unknown executor, Ray not installed, or no Ray cluster to join.
+    """
+    if config.executor == "ray":
+        from benchmark.ray_executor import RayExecutor
+
+        return RayExecutor(config, params)
+    if config.executor != "local":
+        raise ValueError(f"--executor must be local or ray, got {config.executor!r}.")
+    return LocalExecutor(config, params)
+
+
 class _PairRun:
     """Evaluation of one method on one dataset split (see the module docstring)."""
 
     def __init__(self, method: Method, dataset: Dataset, config: RunConfig,
-                 params: ScoringParams, base: dict[str, Any], scorer: Scorer) -> None:
+                 params: ScoringParams, base: dict[str, Any], executor: Any) -> None:
         self.method, self.dataset, self.config = method, dataset, config
-        self.params, self.base, self.scorer = params, base, scorer
+        self.params, self.base, self.executor = params, base, executor
         self.rows: dict[str, dict[str, Any]] = {}
         self.distances: dict[str, np.ndarray] = {}
         self.timings = {"predict_seconds": 0.0, "score_seconds": 0.0, "n_predicted": 0,
@@ -400,7 +501,25 @@ class _PairRun:
 
     def evaluate(self, ids: list[str], show_progress: bool) -> RunRecord:
         """Predicts what is not cached, scores what is not scored, aggregates."""
+        record = self.start(ids, show_progress)
+        if record is not None:
+            return record
+        self.executor.drain()
+        return self.finish()
+
+    def complete(self) -> bool:
+        """Whether every sample of a started pair has its score row."""
+        return len(self.rows) == len(self.ids)
+
+    def start(self, ids: list[str], show_progress: bool) -> RunRecord | None:
+        """Predicts what is not cached and submits what is not scored.
+
+        Returns:
+            The record of a pair that ends here (skipped, or the method failed to load), or
+            None: call :meth:`finish` once :meth:`complete` (scores may still be in flight).
+        """
         method, dataset, config = self.method, self.dataset, self.config
+        self.ids = ids
         avail = method.availability()
         if avail.ok:
             avail = method.supports(dataset)
@@ -424,26 +543,23 @@ class _PairRun:
                             f"{dataset.split}", enabled=show_progress)
         try:
             todo = [sid for sid in ids if not self._cached_score(sid)]
-            # A method that does not batch is called one sample at a time, so every
-            # prediction is cached the moment it exists (Ctrl-C loses nothing computed).
-            batches = type(method).predict_batch is not Method.predict_batch
-            t0 = time.perf_counter()
-            for batch_ids in _chunks(todo, config.batch_size if batches else 1):
-                # A sample the loader cannot build (NoW subject without its scan) carries
-                # the reason and becomes an error row; the other samples are scored.
-                samples = {sid: load_sample_or_error(dataset, sid, config.raise_errors)
-                           for sid in batch_ids}
-                got = self._predictions(samples)
-                if got is None:
-                    return self._skip("error", self.load_error)
-                for sid in batch_ids:
-                    self.scorer.submit(samples[sid], got[sid], self._scored)
-            self.scorer.drain()
-            self.timings["score_seconds"] = (time.perf_counter() - t0
-                                             - self.timings["predict_seconds"])
-        finally:
+            self.n_scored_cached = len(ids) - len(todo)
+            self.t0 = time.perf_counter()
+            if not self.executor.predict_and_score(self, todo):
+                self.bar.close()
+                return self._skip("error", self.load_error)
+        except BaseException:
             self.bar.close()
-        n_scored_cached = len(ids) - len(todo)
+            raise
+        return None
+
+    def finish(self) -> RunRecord:
+        """The record of a started, complete pair (aggregates its rows)."""
+        method, dataset, config, ids = self.method, self.dataset, self.config, self.ids
+        self.bar.close()
+        self.timings["score_seconds"] = (time.perf_counter() - self.t0
+                                         - self.timings["predict_seconds"])
+        n_scored_cached = self.n_scored_cached
         if config.overwrite == "only-cache":
             self.missing = sum(self.rows[sid]["status"] == "skipped" for sid in ids)
         logger.info("%s on %s/%s: %d samples: %d scores from cache, %d predictions from cache, "
@@ -476,20 +592,28 @@ class _PairRun:
             self.scores.put(sid, row, dist)
         self._keep(sid, row, dist)
 
+    def _cached_prediction(self, sid: str) -> Prediction | None:
+        """The cached prediction of ``sid`` (counted), or None (a damaged file is dropped)."""
+        if self.config.overwrite != "always" and self.preds.has(sid):
+            try:
+                pred = self.preds.get(sid)
+                self.timings["n_from_cache"] += 1
+                return pred
+            except (CorruptCacheFile, ValueError) as exc:
+                logger.warning("damaged prediction cache file, recomputing: %s", exc)
+                self.preds.discard(sid)
+        return None
+
     def _predictions(self, samples: dict[str, FaceSample]) -> dict[str, Prediction] | None:
         """Cached or fresh predictions for a batch; None if the method failed to load."""
         got: dict[str, Prediction] = {}
         need = []
         for sid in samples:
-            if self.config.overwrite != "always" and self.preds.has(sid):
-                try:
-                    got[sid] = self.preds.get(sid)
-                    self.timings["n_from_cache"] += 1
-                    continue
-                except (CorruptCacheFile, ValueError) as exc:
-                    logger.warning("damaged prediction cache file, recomputing: %s", exc)
-                    self.preds.discard(sid)
-            need.append(sid)
+            pred = self._cached_prediction(sid)
+            if pred is not None:
+                got[sid] = pred
+            else:
+                need.append(sid)
         if not need:
             return got
         if self.config.overwrite == "only-cache":
@@ -505,24 +629,8 @@ class _PairRun:
             logger.error("%s failed to load: %s", self.method.card.name, exc)
             self.load_error = f"failed to load: {type(exc).__name__}: {exc}"
             return None
-        # Inputs are checked (image decoded once, handed on decoded) before any method sees
-        # them, so an unreadable image is an error row also for methods that ignore pixels.
-        for sid in list(need):
-            try:
-                samples[sid] = checked_input(samples[sid])
-            except SampleError as exc:
-                if self.config.raise_errors:
-                    raise
-                bad = Prediction.failed("error", str(exc))
-                bad.extras["seconds"] = 0.0
-                self.preds.put(sid, bad)
-                got[sid] = bad
-                need.remove(sid)
-        new = (_predict(self.method, [samples[s] for s in need], self.config.raise_errors)
-               if need else [])
-        for sid, pred in zip(need, new):
-            self.preds.put(sid, pred)
-            got[sid] = pred
+        got.update(compute_predictions(self.method, samples, need, self.preds,
+                                       self.config.raise_errors))
         self.timings["predict_seconds"] += time.perf_counter() - t0
         self.timings["n_predicted"] += len(need)
         return got
@@ -605,6 +713,40 @@ def _rows_digest(rows: list[dict[str, Any]], config: RunConfig) -> str:
     return h.hexdigest()[:16]
 
 
+def compute_predictions(method: Method, samples: dict[str, FaceSample], need: list[str],
+                        cache: PredictionCache, raise_errors: bool) -> dict[str, Prediction]:
+    """Runs a loaded method on the samples ``need`` names and caches every prediction.
+
+    Inputs are checked first (image decoded once, handed on decoded), so an unreadable image
+    is an error row also for methods that ignore pixels. Shared by both executors.
+
+    Args:
+        method: a loaded method.
+        samples: sample id -> sample (replaced in place by the checked sample).
+        need: the ids to predict.
+        cache: where each prediction is written (atomically) the moment it exists.
+        raise_errors: let a failing sample's exception propagate.
+    """
+    got: dict[str, Prediction] = {}
+    need = list(need)
+    for sid in list(need):
+        try:
+            samples[sid] = checked_input(samples[sid])
+        except SampleError as exc:
+            if raise_errors:
+                raise
+            bad = Prediction.failed("error", str(exc))
+            bad.extras["seconds"] = 0.0
+            cache.put(sid, bad)
+            got[sid] = bad
+            need.remove(sid)
+    new = _predict(method, [samples[s] for s in need], raise_errors) if need else []
+    for sid, pred in zip(need, new):
+        cache.put(sid, pred)
+        got[sid] = pred
+    return got
+
+
 def _predict(method: Method, samples: list[FaceSample], raise_errors: bool) -> list[Prediction]:
     if raise_errors:
         preds = method.predict_batch(samples)
@@ -630,6 +772,7 @@ def _method_card_dict(method: Method) -> dict[str, Any]:
         "reference": c.reference,
         "training_datasets": list(c.training_datasets),
         "eyes_open_by_construction": c.eyes_open_by_construction,
+        "required_files": [f.description for f in c.required_files],
     }
 
 
@@ -641,4 +784,5 @@ def _dataset_card_dict(dataset: Dataset) -> dict[str, Any]:
         "license": c.license,
         "card_file": c.card_file,
         "redistributable": c.redistributable,
+        "gt_face_model": c.gt_face_model,
     }

@@ -5,6 +5,9 @@
 #      and the suite installed editable with its dev extra (tests, dlib landmarks) and its
 #      mediapipe extra (the MediaPipe Face Landmarker runtime; its model file is the user's).
 # Usage: bash scripts/setup.sh        (PYTHON=python3.11 to choose the interpreter)
+#        bash scripts/setup.sh --browser   also Debian's chromium (apt-get) and the playwright
+#        pip package, for the web leaderboard's browser tests (pytest -m browser; CI). No
+#        browser is downloaded at run time; `make run` and `make test` need neither.
 set -euo pipefail  # pipefail: a failing pip inside pip_quiet fails the set-up
 cd "$(dirname "$0")/.."
 
@@ -35,4 +38,15 @@ if [ ! -f "$stamp" ]; then
   pip_quiet -c constraints-cpu.txt -e '.[dev,mediapipe]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+if [ "${1:-}" = "--browser" ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "setup: installing Debian's chromium (browser tests of the web leaderboard)"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+  .venv/bin/python -c "import playwright" 2>/dev/null || pip_quiet 'playwright==1.65.2'
 fi

@@ -95,3 +95,30 @@ def test_cli_ls_lists_every_method_with_status(capsys):
     assert "skipped:" in out and "available" in out
     assert main(["ls", "metrics"]) == 0
     assert "s2m_median_mm" in capsys.readouterr().out
+
+
+def test_methods_on_the_ground_truths_face_model_are_marked():
+    records = load_records(GOLDEN_RESULTS)
+    for r in records:
+        r.dataset_card["gt_face_model"] = "ict"
+    text = render_markdown(records)
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| `")}
+    marked = {name for name in rows if name.endswith("ᵐ")}
+    expected = {f"`{r.method}` ᵐ" for r in records
+                if r.status == "ok" and r.method_card["topology"].startswith("ict")}
+    assert expected and marked == expected
+    assert "ᵐ built on the face model" in text
+    for r in records:
+        r.dataset_card["gt_face_model"] = "bfm"
+    assert "ᵐ" not in render_markdown(records)
+
+
+def test_methods_on_user_supplied_official_files_say_where_they_come_from():
+    records = load_records(GOLDEN_RESULTS)
+    rec = next(r for r in records if r.method == "mean-shape")
+    rec.method_card["required_files"] = ["the official bundle (vendor page)"]
+    text = render_markdown(records)
+    assert "| `mean-shape` ʷ |" in text
+    note = next(line for line in text.splitlines() if line.startswith("- ʷ"))
+    assert "`mean-shape`: the official bundle (vendor page)." in note

@@ -10,7 +10,6 @@ crop pixels to uint8 rounding.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from tests.upstream_standins import (
     fixed_landmarks,
     flame_arrays,
     flame_embedding,
+    write_flame_files,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream"
@@ -73,13 +73,7 @@ def deca(tmp_path_factory):
     shapes.update({f"layers.{k}": tuple(v.shape) for k, v in head.state_dict().items()})
     torch.save({"E_flame": torch_state(deca_encoder_weights(shapes)), "E_detail": {},
                 "D_detail": {}}, tmp / "deca_model.tar")
-    fields = flame_arrays()
-    with open(tmp / "generic_model.pkl", "wb") as fh:
-        pickle.dump(fields, fh, protocol=2)
-    emb = flame_embedding(len(fields["f"]))
-    emb["dynamic_lmk_faces_idx"] = torch.as_tensor(emb["dynamic_lmk_faces_idx"])
-    emb["dynamic_lmk_bary_coords"] = torch.as_tensor(emb["dynamic_lmk_bary_coords"])
-    np.save(tmp / "landmark_embedding.npy", emb, allow_pickle=True)
+    write_flame_files(tmp)
     method = DECA({"checkpoint": str(tmp / "deca_model.tar"),
                    "flame": str(tmp / "generic_model.pkl"),
                    "embedding": str(tmp / "landmark_embedding.npy")})

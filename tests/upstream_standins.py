@@ -10,7 +10,9 @@ sharing files, and no torch random state is involved.
 
 from __future__ import annotations
 
+import pickle
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -145,6 +147,29 @@ def flame_embedding(n_faces: int, seed: int = 4) -> dict[str, np.ndarray]:
         "full_lmk_faces_idx": rng.integers(0, n_faces, (1, 68)),
         "full_lmk_bary_coords": bary(68)[None],
     }
+
+
+def write_flame_files(folder: Path) -> tuple[Path, Path]:
+    """Writes the stand-in FLAME model and landmark embedding in the official file formats.
+
+    ``generic_model.pkl`` (a protocol-2 pickle of plain arrays) and ``landmark_embedding.npy``
+    (a pickled dict whose dynamic contour is stored as torch tensors, as DECA ships it).
+
+    Returns:
+        The paths of the model file and of the embedding file.
+    """
+    import torch
+
+    fields = flame_arrays()
+    model = Path(folder) / "generic_model.pkl"
+    with open(model, "wb") as fh:
+        pickle.dump(fields, fh, protocol=2)
+    emb = flame_embedding(len(fields["f"]))
+    emb["dynamic_lmk_faces_idx"] = torch.as_tensor(emb["dynamic_lmk_faces_idx"])
+    emb["dynamic_lmk_bary_coords"] = torch.as_tensor(emb["dynamic_lmk_bary_coords"])
+    embedding = Path(folder) / "landmark_embedding.npy"
+    np.save(embedding, emb, allow_pickle=True)
+    return model, embedding
 
 
 def encoder_input(size: int, seed: int = 11) -> np.ndarray:

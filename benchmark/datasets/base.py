@@ -144,6 +144,10 @@ class DatasetCard:
         root_env: environment variable holding the dataset root (real datasets).
         layout: one-line description of the expected folder layout (for error messages).
         revision: bump when the loader's output changes.
+        gt_face_model: family of the face model the ground-truth meshes come from (``"ict"``
+            for the synthetic set), or empty; methods whose topology belongs to the same
+            family (``ict-narrow``: ``"ict"``) are marked on the leaderboard, since they can
+            express most of the ground truth's shape.
         instance_keyed: records carry a digest of the root in their key (any folder of
             photos, NoW copies): two roots evaluated into one output folder never overwrite
             each other.
@@ -164,6 +168,7 @@ class DatasetCard:
     root_env: str | None = None
     layout: str = ""
     revision: str = "1"
+    gt_face_model: str = ""
     instance_keyed: bool = False
 
 

@@ -11,6 +11,9 @@ Layout under the root (``$NOW_ROOT`` or ``--dataset-option now.root=...``)::
     scans_lmks_onlypp/<subject>/<scan>.pp    its 7 landmarks (MeshLab picked points), mm
 
 Sample ids are the image paths without extension (``<subject>/<challenge>/<image>``).
+Split ``test`` reads ``imagepathstest.txt`` and has no scans (NoW scores the test split on
+submission): run a method on it, then ``python -m benchmark export --format
+now-submission`` writes the files to send.
 Scans are converted to metres; they are not pre-cropped (the metric crops them). NoW has
 no eye labels: only the scan-to-mesh columns apply. Images are read with their EXIF
 orientation applied (iPhone photos).
@@ -38,7 +41,9 @@ from benchmark.types import Availability, FaceSample, Scan
 logger = logging.getLogger(__name__)
 
 IMAGE_DIR = Path("NoW_Dataset") / "final_release_version" / "iphone_pictures"
-LIST_FILES = {"val": "imagepathsvalidation.txt"}
+LIST_FILES = {"val": "imagepathsvalidation.txt", "test": "imagepathstest.txt"}
+#: Splits whose scans are public (the test scans stay with the NoW maintainers).
+SCANNED_SPLITS = ("val",)
 MM_TO_M = 1e-3
 
 CARD = DatasetCard(
@@ -48,7 +53,7 @@ CARD = DatasetCard(
     license="NoW licence (non-commercial research; registration at now.is.tue.mpg.de)",
     citation="Sanyal, Bolkart, Feng, Black. Learning to Regress 3D Face Shape and Expression "
              "from an Image without 3D Supervision. CVPR 2019.",
-    splits=("val",),
+    splits=("val", "test"),  # test: images only, for a submission (``export``)
     default_split="val",
     has_scans=True,
     scans_neutral=True,  # neutral 3dMD scans: scan-to-mesh scores the neutral mesh
@@ -70,8 +75,9 @@ class NowDataset(Dataset):
         base = super().availability()
         if not base.ok:
             return base
-        missing = [p for p in (LIST_FILES[self.split], IMAGE_DIR, "scans", "scans_lmks_onlypp")
-                   if not (self.root / p).exists()]
+        needed = (LIST_FILES[self.split], IMAGE_DIR) + (
+            ("scans", "scans_lmks_onlypp") if self.split in SCANNED_SPLITS else ())
+        missing = [p for p in needed if not (self.root / p).exists()]
         if missing:
             return Availability(False, f"{self.root} lacks {', '.join(map(str, missing))}",
                                 f"point NOW_ROOT at a folder laid out as: {CARD.layout}")
@@ -123,7 +129,7 @@ class NowDataset(Dataset):
         for rel in self._index.values():
             img = self.root / IMAGE_DIR / rel
             h.update(f"{rel}:{img.stat().st_size if img.is_file() else -1}".encode())
-        for folder in ("scans", "scans_lmks_onlypp"):
+        for folder in ("scans", "scans_lmks_onlypp") if self.split in SCANNED_SPLITS else ():
             for p in sorted((self.root / folder).glob("*/*")):
                 h.update(f"{p.relative_to(self.root)}:{p.stat().st_size}".encode())
         return h.hexdigest()[:12]
@@ -158,10 +164,12 @@ class NowDataset(Dataset):
         subject, challenge = Path(line).parts[0], Path(line).parts[1]
         path = self.root / IMAGE_DIR / line
         meta = {"challenge": challenge, "path": str(path)}
-        try:
-            scan = self._scan(subject)
-        except (OSError, ValueError) as exc:
-            scan, meta[LOAD_ERROR] = None, str(exc)
+        scan = None
+        if self.split in SCANNED_SPLITS:
+            try:
+                scan = self._scan(subject)
+            except (OSError, ValueError) as exc:
+                meta[LOAD_ERROR] = str(exc)
         return FaceSample(
             id=sample_id,
             subject=subject,

@@ -16,19 +16,26 @@ of a config, or ``$EYEBENCH_PHOTO_FOLDER``):
    binary scores); any other value (a typo such as ``closd``) is rejected with the file and
    line. File paths must be relative and stay under ``DIR`` (no ``..``, not absolute). An
    optional ``subject`` column groups images for bootstrap intervals.
-3. A plain folder of images: no labels (landmark and fitting runs only).
+3. A Hugging Face ``imagefolder``: ``metadata.csv`` or ``metadata.jsonl`` files (in ``DIR``
+   or any sub-folder, e.g. ``DIR/test/``) with a ``file_name`` column (path relative to the
+   metadata file's folder) and the label columns of layout 2 (``label`` or ``right_eye`` and
+   ``left_eye``; JSON values may also be the numbers 0, 1, -1 or null), optional
+   ``subject``; other columns are ignored. ``python -m benchmark export-dataset --format
+   imagefolder`` writes this layout.
+4. A plain folder of images: no labels (landmark and fitting runs only).
 
-A ``labels.csv`` wins over ``closed/``/``open/`` when both exist; a malformed one makes the
-dataset unavailable with the reason (file and line), never a partial run. Unreadable images
-(missing, empty, corrupt, truncated) are listed and fail at load time, which the runner
-records as a per-sample error for every method; the run goes on. EXIF orientation tags are
-applied (``benchmark.datasets.images.read_image``).
+A ``labels.csv`` wins over ``metadata.*`` files, which win over ``closed/``/``open/``; a
+malformed one makes the dataset unavailable with the reason (file and line), never a
+partial run. Unreadable images (missing, empty, corrupt, truncated) are listed and fail at
+load time, which the runner records as a per-sample error for every method; the run goes
+on. EXIF orientation tags are applied (``benchmark.datasets.images.read_image``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 ROOT_ENV = "EYEBENCH_PHOTO_FOLDER"
 LABELS_FILE = "labels.csv"
+#: Metadata files of a Hugging Face ``imagefolder`` (``file_name`` column + labels).
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 
 _VALUES = {"open": EYE_OPEN, "0": EYE_OPEN, "o": EYE_OPEN,
            "closed": EYE_CLOSED, "close": EYE_CLOSED, "1": EYE_CLOSED, "c": EYE_CLOSED,
@@ -67,8 +76,9 @@ CARD = DatasetCard(
     root_env=ROOT_ENV,
     instance_keyed=True,
     layout=(
-        "DIR/closed/*.jpg + DIR/open/*.jpg, or DIR/labels.csv "
-        "(file,label | file,right_eye,left_eye)"
+        "DIR/closed/*.jpg + DIR/open/*.jpg, DIR/labels.csv "
+        "(file,label | file,right_eye,left_eye), or an HF imagefolder with metadata.csv/"
+        "metadata.jsonl (file_name + the same label columns)"
     ),
     revision="2",  # 2: EXIF orientation applied
 )
@@ -114,6 +124,94 @@ def _sample_id(rel: str) -> str:
     return rel.replace("\\", "/").replace("/", "--")
 
 
+Rows = list[tuple[int, dict[str, str]]]
+
+
+def _csv_rows(path: Path) -> tuple[list[str], Rows]:
+    """Columns (lower case) and (line, row) pairs of a CSV file with a header."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        rows = [(reader.line_num, {k.strip().lower(): (v or "") for k, v in raw.items() if k})
+                for raw in reader]
+    return cols, rows
+
+
+def _cell(value: Any, where: str) -> str:
+    """A JSON value as a label cell: strings as they are, null empty, whole numbers as text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{where}: {value!r} is not an eye label or subject (a string, 0, 1, "
+                         f"-1 or null).")
+    return str(value)
+
+
+def _jsonl_rows(path: Path) -> tuple[list[str], Rows]:
+    """Columns and (line, row) pairs of a JSON-lines file (one object a line, blanks skipped).
+
+    The columns are the first object's keys, as ``datasets`` infers them; label and subject
+    cells become strings (see :func:`_cell`), other columns are ignored.
+    """
+    cols: list[str] | None = None
+    rows: Rows = []
+    wanted = {"file_name", "label", "subject"} | {c for pair in _EYE_COLUMNS for c in pair}
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, text in enumerate(fh, 1):
+            if not text.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not valid JSON ({exc.msg}).") from exc
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: each line must be a JSON object.")
+            row = {str(k).strip().lower(): v for k, v in obj.items()}
+            cols = list(row) if cols is None else cols
+            if "file_name" in row and not isinstance(row["file_name"], str):
+                raise ValueError(f"{where}: 'file_name' must be a string, got "
+                                 f"{row['file_name']!r}.")
+            rows.append((lineno, {k: _cell(v, where) for k, v in row.items() if k in wanted}))
+    return cols or [], rows
+
+
+def _read_labels(path: Path, file_col: str, cols: list[str], rows: Rows, prefix: str,
+                 out: dict[str, tuple[str, np.ndarray, str]]) -> None:
+    """Adds the labelled rows of ``labels.csv`` or an imagefolder metadata file to ``out``.
+
+    Args:
+        path: the file (named in every error, with the line).
+        file_col: ``file`` (labels.csv) or ``file_name`` (imagefolder metadata).
+        cols: the file's columns, lower case.
+        rows: (line, row) pairs.
+        prefix: folder of the file relative to the root (``""`` or ``"test/"``).
+        out: sample id -> (relative file, eye_state, subject), filled in file order.
+
+    Raises:
+        ValueError: a missing column, a bad path or label, a file listed twice (file:line).
+    """
+    if file_col not in cols:
+        raise ValueError(f"{path} has no {file_col!r} column (columns: {', '.join(cols)}).")
+    eye_cols = next((p for p in _EYE_COLUMNS if p[0] in cols and p[1] in cols), None)
+    if "label" not in cols and eye_cols is None:
+        raise ValueError(f"{path} needs a 'label' column or 'right_eye' and 'left_eye' columns.")
+    for line, row in rows:
+        rel = prefix + relative_path(row.get(file_col) or "", f"{path}:{line}")
+        try:
+            if eye_cols is not None:
+                state = np.array([parse_state(row.get(eye_cols[0])),
+                                  parse_state(row.get(eye_cols[1]))], np.int8)
+            else:
+                state = np.full(2, parse_state(row.get("label")), np.int8)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{line}: {exc}.") from exc
+        sid = _sample_id(rel)
+        if sid in out:
+            raise ValueError(f"{path}:{line}: {rel!r} is listed twice.")
+        out[sid] = (rel, state, (row.get("subject") or "").strip() or sid)
+
+
 class PhotoFolderDataset(Dataset):
     """Labelled face photos from a user's folder (see the module docstring for layouts)."""
 
@@ -136,32 +234,22 @@ class PhotoFolderDataset(Dataset):
         labels = root / LABELS_FILE
         if labels.is_file():
             self._layout = "labels.csv"
-            with open(labels, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
-                cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-                if "file" not in cols:
-                    raise ValueError(f"{labels} has no 'file' column (columns: {', '.join(cols)}).")
-                eye_cols = next((p for p in _EYE_COLUMNS if p[0] in cols and p[1] in cols), None)
-                if "label" not in cols and eye_cols is None:
-                    raise ValueError(
-                        f"{labels} needs a 'label' column or 'right_eye' and 'left_eye' columns."
-                    )
-                for raw in reader:
-                    line = reader.line_num
-                    row = {k.strip().lower(): (v or "") for k, v in raw.items() if k}
-                    rel = relative_path(row["file"], f"{labels}:{line}")
-                    try:
-                        if eye_cols is not None:
-                            state = np.array([parse_state(row[eye_cols[0]]),
-                                              parse_state(row[eye_cols[1]])], np.int8)
-                        else:
-                            state = np.full(2, parse_state(row["label"]), np.int8)
-                    except ValueError as exc:
-                        raise ValueError(f"{labels}:{line}: {exc}.") from exc
-                    sid = _sample_id(rel)
-                    if sid in out:
-                        raise ValueError(f"{labels}:{line}: {rel!r} is listed twice.")
-                    out[sid] = (rel, state, row.get("subject", "").strip() or sid)
+            _read_labels(labels, "file", *_csv_rows(labels), "", out)
+            return out
+        metadata = sorted(p for p in root.rglob("metadata.*")
+                          if p.name in METADATA_FILES and p.is_file())
+        if metadata:
+            self._layout = "imagefolder metadata"
+            folders = [p.parent for p in metadata]
+            twice = sorted({str(f) for f in folders if folders.count(f) > 1})
+            if twice:
+                raise ValueError(f"{twice[0]} holds both metadata.csv and metadata.jsonl; "
+                                 f"keep one.")
+            for meta in metadata:
+                cols, rows = _jsonl_rows(meta) if meta.suffix == ".jsonl" else _csv_rows(meta)
+                base = meta.parent.relative_to(root).as_posix()
+                _read_labels(meta, "file_name", cols, rows, "" if base == "." else base + "/",
+                             out)
             return out
         found_cew = False
         for name, label in (("closed", EYE_CLOSED), ("open", EYE_OPEN)):

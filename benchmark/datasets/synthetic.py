@@ -87,6 +87,7 @@ class SyntheticDataset(Dataset):
         has_eye_labels=True,
         has_gt_mesh=True,
         redistributable=True,
+        gt_face_model="ict",
         revision=GENERATOR_VERSION,
     )
     option_keys = (*_LOADER_OPTIONS, *_CONFIG_FIELDS, "root")

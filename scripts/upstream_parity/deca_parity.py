@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -57,8 +56,7 @@ def main() -> None:
         encoder_input,
         fixed_image,
         fixed_landmarks,
-        flame_arrays,
-        flame_embedding,
+        write_flame_files,
     )
 
     work = Path(tempfile.mkdtemp(prefix="deca_parity_"))
@@ -88,13 +86,7 @@ def main() -> None:
         start += n
 
     # 3. FLAME decoding (files written with the official field names)
-    fields = flame_arrays()
-    with open(work / "generic_model.pkl", "wb") as fh:
-        pickle.dump(fields, fh, protocol=2)
-    emb = flame_embedding(len(fields["f"]))
-    emb["dynamic_lmk_faces_idx"] = torch.as_tensor(emb["dynamic_lmk_faces_idx"])
-    emb["dynamic_lmk_bary_coords"] = torch.as_tensor(emb["dynamic_lmk_bary_coords"])
-    np.save(work / "landmark_embedding.npy", emb, allow_pickle=True)
+    write_flame_files(work)
     cfg = argparse.Namespace(flame_model_path=str(work / "generic_model.pkl"),
                              flame_lmk_embedding_path=str(work / "landmark_embedding.npy"),
                              n_shape=100, n_exp=50)
