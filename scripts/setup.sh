@@ -3,7 +3,9 @@
 #   1. the system library open3d needs (libusb-1.0), via apt-get when missing;
 #   2. a virtual environment in .venv with the CPU build of torch (constraints-cpu.txt)
 #      and the suite installed editable with its dev extra (tests, dlib landmarks) and its
-#      mediapipe extra (the MediaPipe Face Landmarker runtime; its model file is the user's).
+#      mediapipe extra (the MediaPipe Face Landmarker runtime; its model file is the user's)
+#      and its hf extra (Hugging Face `datasets`: export/load as HF datasets, HF copies of
+#      per-sample results).
 # Usage: bash scripts/setup.sh        (PYTHON=python3.11 to choose the interpreter)
 #        bash scripts/setup.sh --browser   also Debian's chromium (apt-get) and the playwright
 #        pip package, for the web leaderboard's browser tests (pytest -m browser; CI). No
@@ -35,7 +37,7 @@ stamp=".venv/.installed-$(cat pyproject.toml constraints-cpu.txt | sha256sum | c
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the suite and its dependencies into .venv (a few minutes the first time)"
   pip_quiet -c constraints-cpu.txt 'torch==2.13.0'
-  pip_quiet -c constraints-cpu.txt -e '.[dev,mediapipe]'
+  pip_quiet -c constraints-cpu.txt -e '.[dev,mediapipe,hf]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
