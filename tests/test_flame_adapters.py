@@ -18,6 +18,7 @@ import torch
 
 from methods.flame import FlameData, FlameLayer, batch_rodrigues
 from methods.safe_pickle import ChumpyStub, UnsafePickleError, as_array, load_restricted
+from tests.upstream_standins import grid_faces
 
 N_V, N_J = 200, 5
 
@@ -25,12 +26,7 @@ N_V, N_J = 200, 5
 def _grid_mesh() -> tuple[np.ndarray, np.ndarray]:
     xs, ys = np.meshgrid(np.linspace(-0.08, 0.08, 20), np.linspace(-0.1, 0.1, 10))
     verts = np.stack([xs.ravel(), ys.ravel(), 0.02 * np.cos(xs.ravel() * 20)], 1)
-    faces = []
-    for r in range(9):
-        for c in range(19):
-            i = r * 20 + c
-            faces += [(i, i + 1, i + 20), (i + 1, i + 21, i + 20)]
-    return verts.astype(np.float64), np.array(faces, np.int64)
+    return verts.astype(np.float64), grid_faces(10, 20)
 
 
 def _flame_fields(rng: np.random.Generator, jaw_lower_half: bool = True) -> dict:

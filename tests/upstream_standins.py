@@ -96,6 +96,16 @@ def fixed_landmarks(seed: int = 8) -> np.ndarray:
     return lm + np.random.default_rng(seed).normal(0.0, 3.0, lm.shape)
 
 
+def grid_faces(rows: int, cols: int) -> np.ndarray:
+    """(2 (rows-1) (cols-1), 3) int64 triangles of a row-major ``rows`` x ``cols`` vertex grid."""
+    faces = []
+    for r in range(rows - 1):
+        for c in range(cols - 1):
+            i = r * cols + c
+            faces += [(i, i + 1, i + cols), (i + 1, i + cols + 1, i + cols)]
+    return np.array(faces, np.int64)
+
+
 def flame_arrays(seed: int = 3) -> dict[str, np.ndarray]:
     """A tiny FLAME (200-vertex grid, 5 joints) with the official field names, numpy only.
 
@@ -105,11 +115,7 @@ def flame_arrays(seed: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     xs, ys = np.meshgrid(np.linspace(-0.08, 0.08, 20), np.linspace(-0.1, 0.1, 10))
     verts = np.stack([xs.ravel(), ys.ravel(), 0.03 * np.cos(xs.ravel() * 15)], 1)
-    faces = []
-    for r in range(9):
-        for c in range(19):
-            i = r * 20 + c
-            faces += [(i, i + 1, i + 20), (i + 1, i + 21, i + 20)]
+    faces = grid_faces(10, 20)
     weights = rng.uniform(0.0, 1.0, (N_FLAME_V, N_FLAME_J)) ** 4
     weights[:, 0] += 0.5
     weights[verts[:, 1] < -0.02, 2] += 2.0  # the jaw
@@ -124,7 +130,7 @@ def flame_arrays(seed: int = 3) -> dict[str, np.ndarray]:
         "J_regressor": jreg,
         "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64),
         "weights": weights,
-        "f": np.array(faces, np.int64),
+        "f": faces,
     }
 
 
