@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ def test_interrupted_run_resumes_without_recomputing(tiny_registry, run_config):
 
 
 def test_damaged_cache_files_are_recomputed(tiny_registry, run_config, caplog):
+    caplog.set_level(logging.WARNING)  # an earlier CLI test may have set the root to ERROR
     cfg = dataclasses.replace(run_config, methods="counting")
     first = _records(run(cfg, show_progress=False))["counting"]
     cache = Path(cfg.cache_dir)
