@@ -142,7 +142,7 @@ class PredictionCache:
         arrays: dict[str, np.ndarray] = {
             "status": np.array(pred.status),
             "error": np.array(pred.error or ""),
-            "extras": np.array(json.dumps(_jsonable(pred.extras))),
+            "extras": np.array(json.dumps(jsonable(pred.extras))),
         }
         for key in ("vertices", "landmarks7", "landmarks2d", "vertices_image", "eye_prob_closed",
                     "neutral_vertices"):
@@ -222,7 +222,7 @@ class ScoreCache:
             np.save(buf, np.asarray(distances, np.float32))
             atomic_write_bytes(self.root / f"{name}.npy", buf.getvalue())
         atomic_write_bytes(
-            self.root / f"{name}.json", json.dumps(_jsonable(row), sort_keys=True).encode()
+            self.root / f"{name}.json", json.dumps(jsonable(row), sort_keys=True).encode()
         )
 
     def get(self, sample_id: str) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -243,14 +243,14 @@ class ScoreCache:
             (self.root / f"{name}{suffix}").unlink(missing_ok=True)
 
 
-def _jsonable(value: Any) -> Any:
-    """Converts numpy scalars/arrays (and NaN) into JSON-safe Python values."""
+def jsonable(value: Any) -> Any:
+    """Converts numpy scalars/arrays (and NaN, inf) into JSON-safe Python values."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

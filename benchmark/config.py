@@ -258,3 +258,17 @@ def parse_options(items: list[str] | None) -> dict[str, dict[str, str]]:
             raise ValueError(f"option {item!r} must look like NAME.KEY=VALUE.")
         out.setdefault(name, {})[key] = value
     return out
+
+
+def options_for(items: list[str] | None, kind: str, name: str) -> dict[str, str] | None:
+    """The ``NAME.KEY=VALUE`` items of the one selected method or dataset ``name``.
+
+    Raises:
+        ValueError: an item names another ``kind`` ("method", "dataset") than ``name``.
+    """
+    given = parse_options(items)
+    other = sorted(set(given) - {name})
+    if other:
+        raise ValueError(f"--{kind}-option for {', '.join(other)}, but the {kind} is "
+                         f"{name!r}.")
+    return given.get(name)

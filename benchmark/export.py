@@ -412,20 +412,15 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """The ``export`` subcommand: 0 written, 1 cannot export (reason on stderr)."""
-    from benchmark.config import parse_options
+    from benchmark.config import options_for
 
-    mopts = parse_options(args.method_option)
-    dopts = parse_options(args.dataset_option)
-    for kind, name, given in (("method", args.method, mopts), ("dataset", args.dataset, dopts)):
-        other = sorted(set(given) - {name})
-        if other:
-            raise ValueError(f"--{kind}-option for {', '.join(other)}, but the {kind} is "
-                             f"{name!r}.")
+    method_options = options_for(args.method_option, "method", args.method)
+    dataset_options = options_for(args.dataset_option, "dataset", args.dataset)
     try:
         summary = export_predictions(
             args.method, args.dataset, args.out, args.fmt, split=args.split, limit=args.limit,
-            cache_dir=args.cache_dir, method_options=mopts.get(args.method),
-            dataset_options=dopts.get(args.dataset), unit=args.unit, mesh=args.mesh,
+            cache_dir=args.cache_dir, method_options=method_options,
+            dataset_options=dataset_options, unit=args.unit, mesh=args.mesh,
             txt=args.txt, with_lmk68=args.with_lmk68, overwrite=args.overwrite)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

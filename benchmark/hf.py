@@ -399,16 +399,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """The ``export-dataset`` subcommand: 0 written, 1 ``datasets`` missing."""
-    from benchmark.config import parse_options
+    from benchmark.config import options_for
 
-    opts = parse_options(args.dataset_option)
-    other = sorted(set(opts) - {args.dataset})
-    if other:
-        raise ValueError(f"--dataset-option for {', '.join(other)}, but the dataset is "
-                         f"{args.dataset!r}.")
+    options = options_for(args.dataset_option, "dataset", args.dataset)
     try:
         out = export_dataset(args.dataset, args.out, args.fmt, split=args.split,
-                             limit=args.limit, dataset_options=opts.get(args.dataset),
+                             limit=args.limit, dataset_options=options,
                              overwrite=args.overwrite)
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,6 +40,7 @@ from benchmark.cache import (
     CorruptCacheFile,
     PredictionCache,
     atomic_write_bytes,
+    jsonable,
     safe_name,
 )
 from benchmark.config import default_cache_dir
@@ -181,19 +182,6 @@ def encode_errors(err_mm: np.ndarray) -> str:
 def _js_file(path: Path, callback: str, payload: Any) -> None:
     text = f"{callback}({json.dumps(payload, separators=(',', ':'), allow_nan=False)});\n"
     atomic_write_bytes(path, text.encode())
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ----------------------------------------------------------------------------------------
@@ -629,7 +617,7 @@ def site_data(output_dir: Path, site_dir: Path, cache_root: Path,
     thresholds = sorted({r.params.get("closed_threshold") for r in records
                          if r.params.get("closed_threshold") is not None})
     boots = sorted({r.params.get("bootstrap") for r in records if r.params.get("bootstrap")})
-    return _clean({
+    return jsonable({
         "title": "eyebench leaderboard",
         "thresholds": thresholds, "bootstrap": boots, "err_step_mm": ERR_STEP_MM,
         "sections": out_sections,
