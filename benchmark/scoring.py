@@ -349,6 +349,16 @@ def _eye_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _known(true, pred)
 
 
+def _winks_right(t: ScoreTable, idx: np.ndarray) -> float:
+    """Share of wink images (one eye open, one closed) with *both* eyes called right."""
+    true = np.stack([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)], 1)
+    pred = np.stack([t.column(f"eye_pred_{e}", idx, EYE_UNKNOWN) for e in range(2)], 1)
+    wink = np.isin(true, (EYE_OPEN, EYE_CLOSED)).all(1) & (true[:, 0] != true[:, 1])
+    if not wink.any():
+        return float("nan")
+    return float((pred[wink] == true[wink]).all(1).mean())
+
+
 def _image_pairs(t: ScoreTable, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     true = t.column("image_true", idx, EYE_UNKNOWN)
     pred = t.column("image_pred", idx, EYE_UNKNOWN)
@@ -446,6 +456,9 @@ for _spec in (
                "eyes", _IMAGES, _binary(_image_pairs, "f1")),
     MetricSpec("image_acc", "image acc", True, "", "accuracy of 'both eyes closed' per image",
                "eyes", _IMAGES, _binary(_image_pairs, "accuracy"), headline=False),
+    MetricSpec("wink_acc", "winks right", True, "",
+               "share of wink images (one eye open, one closed) with both eyes right",
+               "eyes", _EYES, _winks_right),
     MetricSpec("eye_acc_readout", "eye acc (own readout)", True, "",
                "accuracy of open/closed per eye from the method's own closed probability at 0.5",
                "eyes", _READOUT, _binary(_readout_eye_pairs, "accuracy"), headline=False),

@@ -239,3 +239,22 @@ def test_prepare_data_from_a_photo_folder(tmp_path, monkeypatch):
     assert len(cached) == 1
     again = prepare_data(cfg, 0.9, progress=False)
     assert np.array_equal(again.images, data.images) and again.key == data.key
+
+
+def test_training_batches_are_seeded_and_swapped_eyes_carry_their_targets(tiny_data, tmp_path):
+    from methods.elam.rule import pair_distances
+    from methods.elam_ldl.losses import landmark_targets
+    from methods.elam_ldl.train import training_batch
+
+    cfg = tiny_config(tmp_path, aug_eye_swap=1.0, aug_flip=False, aug_rot_deg=0.0,
+                      aug_scale=0.0, aug_shift=0.0)
+    a, b = training_batch(tiny_data, 3, cfg), training_batch(tiny_data, 3, cfg)
+    torch.testing.assert_close(a.images, b.images)
+    torch.testing.assert_close(a.landmarks, b.landmarks)
+    # every eye swapped for one of the other state: P flips, and ELAM's targets follow the
+    # new P (a closed-P eye gets a closed target gap, an open-P eye keeps an open one)
+    before = tiny_data.p_closed[a.index] > 0.5
+    assert ((a.p_closed.numpy() > 0.5) != before).all()
+    gaps = pair_distances(landmark_targets(a.landmarks, a.p_closed, cfg)).mean(-1)
+    closed = a.p_closed > 0.5
+    assert float(gaps[closed].max()) < 0.15 * float(gaps[~closed].min()) + 1e-3

@@ -131,3 +131,34 @@ def test_bad_arguments_raise_value_error():
         elam_adjust(lm[:60], [0, 0])
     with pytest.raises(ValueError, match="per eye"):
         elam_adjust(lm, [0.5])
+
+
+def test_two_way_widens_a_gap_the_landmarks_closed_on_an_open_eye():
+    lm = hand_made()  # eye width 30 px; eye 0 gap 10 px (open), eye 1 about 10 px
+    lm[37], lm[41] = (10, 4.5), (10, 5.5)  # eye 0, first pair: 1 px, below 0.18 * 30 = 5.4
+    lm[38], lm[40] = (20, 5.0), (20, 5.0)  # second pair closed to a point
+    out = elam_adjust(lm, [0.0, 0.0], "two-way", open_floor=0.18)
+    d = pair_distances(out)
+    np.testing.assert_allclose(d[0], [5.4, 5.4], rtol=1e-6)
+    # around the pair's midpoint; the upper lid (37, 38) above the lower one (image y down)
+    np.testing.assert_allclose(0.5 * (out[37] + out[41]), (10, 5), atol=1e-6)
+    assert out[37, 1] < out[41, 1] and out[38, 1] < out[40, 1]
+    np.testing.assert_allclose(out[[38, 40], 0], 20, atol=1e-6)  # along the axis normal
+    np.testing.assert_array_equal(out[42:48], lm[42:48])  # eye 1 open and wide: unchanged
+    # the detector saying closed: the same pairs close as with soft
+    shut = elam_adjust(lm, [1.0, 1.0], "two-way")
+    np.testing.assert_allclose(pair_distances(shut), 0.0, atol=1e-6)
+    half = elam_adjust(lm, [0.5, 0.0], "two-way", open_floor=0.18)
+    np.testing.assert_allclose(pair_distances(half)[0], [2.7, 2.7], rtol=1e-6)
+
+
+def test_two_way_equals_soft_on_gaps_above_the_floor():
+    lm = hand_made()
+    for p in ([0.3, 0.6], [0.9, 0.1]):
+        np.testing.assert_allclose(elam_adjust(lm, p, "two-way", open_floor=0.1),
+                                   elam_adjust(lm, p, "soft"), atol=1e-6)
+
+
+def test_two_way_needs_2d_landmarks():
+    with pytest.raises(ValueError, match="2D"):
+        elam_adjust(np.zeros((68, 3)), [0, 0], "two-way")

@@ -215,3 +215,38 @@ def test_shipped_detector_on_rendered_open_and_closed_faces():
                            np.load(data / "synthetic_face_closed_224_landmarks.npy"))
     assert (p_open < 0.5).all(), p_open
     assert (p_closed > 0.5).all(), p_closed
+
+
+def test_context_swap_keeps_the_eye_and_takes_the_context_of_another_group():
+    from methods.elam.train_eye_detector import eye_region_weight, swap_context
+
+    s = 48
+    x = torch.zeros(4, 1, s, s)
+    x[0], x[1], x[2], x[3] = 0.2, 0.2, 0.8, 0.8  # groups 0, 0, 1, 1 (flat contexts)
+    x[:, :, 22:26, 20:28] += torch.tensor([0.1, 0.15, 0.05, 0.12])[:, None, None, None]  # eyes
+    group = torch.tensor([0, 0, 1, 1])
+    out = swap_context(x, group, torch.Generator().manual_seed(0), 1.0)
+    w = eye_region_weight(s)
+    assert w[24, 24] > 0.99 and w[0, 0] < 1e-3
+    for i in range(4):
+        other = 0.8 if i < 2 else 0.2
+        assert abs(float(out[i, 0, 0, 0]) - other) < 1e-5  # the context is the other group's
+        # the eye keeps its contrast over the (new) skin
+        eye_step = float(x[i, 0, 24, 24] - x[i, 0, 10, 24])
+        assert abs(float(out[i, 0, 24, 24] - out[i, 0, 10, 24]) - eye_step) < 0.02
+    same = swap_context(x, torch.zeros(4, dtype=torch.long), torch.Generator(), 1.0)
+    torch.testing.assert_close(same, x)  # no donor of another group: unchanged
+
+
+def test_occluders_cover_the_eye_and_label_it_open():
+    from methods.elam.train_eye_detector import occlude
+
+    x = torch.rand(16, 1, 48, 48)
+    y = torch.ones(16)
+    out, lab = occlude(x, y, torch.Generator().manual_seed(1), 1.0)
+    assert (lab == 0).all() and (y == 1).all()
+    centre = out[:, 0, 20:28, 16:32]
+    assert float(centre.std(dim=(1, 2)).max()) < 0.02  # flat over the eye
+    torch.testing.assert_close(out[:, :, :3, :3], x[:, :, :3, :3], atol=0.01, rtol=0)  # corners
+    none, lab0 = occlude(x, y, torch.Generator(), 0.0)
+    assert none is x and (lab0 == 1).all()

@@ -314,3 +314,21 @@ def test_blink_clip_labels_match_the_card():
     assert pairs[("open", "open")] == 68
     assert ("unknown", "unknown") not in pairs
     assert mod.frame_labels(50) == ("closed", "open") and mod.frame_labels(0) == ("open", "open")
+
+
+def test_winks_right_counts_wink_images_with_both_eyes_right():
+    from benchmark.scoring import METRICS, ScoreTable
+
+    rows = [  # (true 0, true 1, pred 0, pred 1)
+        (1, 0, 1, 0),   # wink, both right
+        (0, 1, 0, 0),   # wink, closed eye missed
+        (0, 1, 1, 0),   # wink, eyes swapped
+        (1, 1, 1, 1),   # no wink
+        (-1, 1, 0, 1),  # unknown eye: not a wink
+    ]
+    t = ScoreTable([{"status": "ok", "subject": str(i), "eye_true_0": a, "eye_true_1": b,
+                     "eye_pred_0": c, "eye_pred_1": d} for i, (a, b, c, d) in enumerate(rows)],
+                   {})
+    spec = METRICS.get("wink_acc")
+    assert spec.compute(t, np.arange(5)) == pytest.approx(1 / 3)
+    assert np.isnan(spec.compute(t, np.array([3, 4])))

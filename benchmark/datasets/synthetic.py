@@ -156,6 +156,23 @@ class SyntheticDataset(Dataset):
             subj = self._subject(subject_of(self.config, index))
         return self._sample(sample_id, d, png, subj)
 
+    def neutral_vertices(self, sample_id: str) -> np.ndarray:
+        """The sample's subject without expression: (V, 3) float32 metres, full ICT mesh.
+
+        Raises:
+            KeyError: the id is not in this split (or beyond ``n``).
+        """
+        from benchmark.synthetic.scene import gt_vertices
+        from methods.facemodel.ict import load_ict
+
+        index = self._index(sample_id)
+        if not self.store.npz_path(index).is_file():
+            self.prepare()
+        subj = self._subject(subject_of(self.config, index))
+        model = load_ict("full")
+        return gt_vertices(model, subj["id_coeffs"], np.zeros(model.n_exp),
+                           subj["displacement"])
+
     # ------------------------------------------------------------------ helpers
 
     def _index(self, sid: str) -> int:

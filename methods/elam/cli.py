@@ -59,6 +59,12 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--evaluate", default=None, metavar="WEIGHTS",
                    help="only score these weights on the held-out sets")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--context-swap", type=float, default=d.context_swap,
+                   help="probability of pasting a crop's eye into another source's context "
+                        "(label follows the eye; 0 turns it off)")
+    p.add_argument("--occlude", type=float, default=d.occlude,
+                   help="probability of covering a crop's eye with a flat occluder labelled "
+                        "open (0 turns it off)")
     p.add_argument("-v", "--verbosity", type=int, default=1, choices=range(4))
     p.set_defaults(func=cmd_train_eye_detector)
     return p
@@ -80,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         output=args.output,
         report=args.report,
         threads=args.threads,
+        context_swap=args.context_swap,
+        occlude=args.occlude,
     )
 
 

@@ -64,6 +64,8 @@ class TrainConfig:
         output: weights file to write.
         report: JSON report file (default: ``output`` with ``.json``).
         threads: torch threads (1 on shared machines).
+        context_swap: probability that a training crop's eye region is pasted into the
+            context of a crop from another source (label follows the eye; issue 16).
     """
 
     sources: tuple[str, ...] = SOURCES
@@ -83,3 +85,5 @@ class TrainConfig:
     output: str = str(DEFAULT_WEIGHTS)
     report: str | None = None
     threads: int = 1
+    context_swap: float = 0.5
+    occlude: float = 0.1

@@ -332,6 +332,105 @@ def augment(x: torch.Tensor, gen: torch.Generator, out_size: int = CROP_SIZE) ->
     return y.clamp(0.0, 1.0)
 
 
+#: Eye region of a canonical context crop for :func:`swap_context`: an ellipse centred on the
+#: crop, semi-axes in eye widths (the crop rule's square is ``ENLARGE`` eye widths), with a
+#: Gaussian edge. It holds the lids and lashes of an open or closed eye, not the brow.
+SWAP_SEMI_AXES = (0.62, 0.36)
+SWAP_EDGE = 0.08
+
+
+def eye_region_weight(size: int, out_size: int = CROP_SIZE) -> torch.Tensor:
+    """(size, size) blend weight of the eye region in a context crop of side ``size``."""
+    eye_w = out_size / ENLARGE  # eye width in context-crop pixels
+    c = (size - 1) / 2.0
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32),
+                            torch.arange(size, dtype=torch.float32), indexing="ij")
+    r = torch.sqrt(((xx - c) / (SWAP_SEMI_AXES[0] * eye_w)) ** 2
+                   + ((yy - c) / (SWAP_SEMI_AXES[1] * eye_w)) ** 2)
+    return torch.sigmoid((1.0 - r) / SWAP_EDGE)
+
+
+def swap_context(x: torch.Tensor, group: torch.Tensor, gen: torch.Generator, prob: float,
+                 out_size: int = CROP_SIZE) -> torch.Tensor:
+    """Counterfactual crops: the eye of one crop in the context of a crop from another set.
+
+    For a share ``prob`` of the batch, the eye region (:func:`eye_region_weight`) of the
+    crop is kept and everything around it (skin, brow, framing, resolution, watermark) is
+    taken from a random crop of another training set (``group`` differs; any label), the
+    eye's brightness shifted to the new context's at the region's edge. The label stays the
+    eye's, so the context carries no information about it (issue 16: CEW-closed vs
+    UTKFace-open crops differ in everything around the eye).
+
+    Args:
+        x: (B, 1, S, S) context crops in [0, 1] (unaugmented; augmentation comes after).
+        group: (B,) context group of each crop (training set and label): donors come from
+            another group.
+        gen: random generator.
+        prob: share of crops that get a new context.
+
+    Returns:
+        The batch with new contexts (same shape; a new tensor).
+    """
+    b, s = x.shape[0], x.shape[-1]
+    if prob <= 0 or b < 2:
+        return x
+    w = eye_region_weight(s, out_size)
+    ring = (w > 0.1) & (w < 0.9)
+    out = x.clone()
+    chosen = torch.nonzero(torch.rand(b, generator=gen) < prob).flatten()
+    for i in chosen.tolist():
+        others = torch.nonzero(group != group[i]).flatten()
+        if len(others) == 0:
+            continue
+        j = int(others[torch.randint(len(others), (1,), generator=gen)])
+        eye = x[i, 0] - x[i, 0][ring].mean() + x[j, 0][ring].mean()
+        out[i, 0] = (w * eye + (1.0 - w) * x[j, 0]).clamp(0.0, 1.0)
+    return out
+
+
+def occlude(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, prob: float,
+            out_size: int = CROP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Covers the eye of a share ``prob`` of the crops with a flat occluder; label: open.
+
+    The occluder is a rectangle or an ellipse (random, rotated up to +-20 deg) that covers
+    the eye region of :func:`eye_region_weight` with a margin, filled with one grey level:
+    the crop's own median (skin), a dark level (sunglasses) or a random one, with a hard or
+    a soft edge. Its label is *open* (0): P(closed) must come from visible closure
+    evidence, and a covered eye shows none; ELAM then leaves the landmarks of a covered eye
+    (sunglasses, a hand, hair) alone instead of closing them.
+
+    Returns:
+        ``(crops, labels)``: new tensors.
+    """
+    b, s = x.shape[0], x.shape[-1]
+    if prob <= 0:
+        return x, y
+    out, lab = x.clone(), y.clone()
+    eye_w = out_size / ENLARGE
+    c = (s - 1) / 2.0
+    yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32),
+                            torch.arange(s, dtype=torch.float32), indexing="ij")
+    chosen = torch.nonzero(torch.rand(b, generator=gen) < prob).flatten()
+    for i in chosen.tolist():
+        u = torch.rand(8, generator=gen)
+        half_w = eye_w * (0.75 + 0.35 * float(u[0]))
+        half_h = eye_w * (0.45 + 0.25 * float(u[1]))
+        ang = (float(u[2]) - 0.5) * (40.0 * math.pi / 180.0)
+        dx, dy = xx - c - (float(u[3]) - 0.5) * 0.2 * eye_w, yy - c - (float(u[4]) - 0.5) * 0.2 * eye_w
+        ax = (dx * math.cos(ang) + dy * math.sin(ang)) / half_w
+        ay = (-dx * math.sin(ang) + dy * math.cos(ang)) / half_h
+        dist = torch.maximum(ax.abs(), ay.abs()) if u[5] < 0.5 else torch.sqrt(ax ** 2 + ay ** 2)
+        edge = 0.02 if u[6] < 0.5 else 0.06
+        w = torch.sigmoid((1.0 - dist) / edge + 4.0)  # covered inside, edge falls off outside
+        kind = float(u[7])
+        level = (x[i, 0].median() if kind < 0.5 else
+                 torch.rand(1, generator=gen)[0] * 0.2 if kind < 0.75 else
+                 torch.rand(1, generator=gen)[0])
+        out[i, 0] = w * level + (1.0 - w) * x[i, 0]
+        lab[i] = 0.0
+    return out, lab
+
+
 def center_crop(x: torch.Tensor, out_size: int = CROP_SIZE) -> torch.Tensor:
     """The crop rule's square from context crops (no augmentation)."""
     off = (x.shape[-1] - out_size) // 2
@@ -501,6 +600,10 @@ def fit_network(train_sets: Sequence[CropSet], cfg: TrainConfig) -> tuple[EyeSta
     crops = torch.as_tensor(np.concatenate([cs.crops for cs in train_sets]))
     labels = torch.as_tensor(np.concatenate([cs.labels for cs in train_sets]), dtype=torch.float32)
     weights = torch.as_tensor(_balanced_weights(train_sets))
+    # context donors: another set, or the same set's other label (CEW closed and UTKFace
+    # open faces share one set)
+    groups = torch.as_tensor(np.concatenate([2 * k + cs.labels.astype(np.int64)
+                                             for k, cs in enumerate(train_sets)]))
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = EyeStateNet(width=cfg.width)
@@ -520,9 +623,12 @@ def fit_network(train_sets: Sequence[CropSet], cfg: TrainConfig) -> tuple[EyeSta
         run_loss = 0.0
         for step in range(steps_per_epoch):
             bi = idx[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = augment(crops[bi].to(torch.float32)[:, None] / 255.0, gen, cfg.crop_size)
+            x = crops[bi].to(torch.float32)[:, None] / 255.0
+            x = swap_context(x, groups[bi], gen, cfg.context_swap, cfg.crop_size)
+            x, y = occlude(x, labels[bi], gen, cfg.occlude, cfg.crop_size)
+            x = augment(x, gen, cfg.crop_size)
             # label smoothing: some "open" photos are squints, some CEW faces half-open
-            y = labels[bi] * 0.95 + 0.025
+            y = y * 0.95 + 0.025
             loss = F.binary_cross_entropy_with_logits(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -586,6 +692,8 @@ def train_eye_detector(cfg: TrainConfig, command: str | None = None) -> TrainRes
         "pool_seed": cfg.pool_seed,
         "val_fraction": cfg.val_fraction,
         "epochs": cfg.epochs,
+        "context_swap": cfg.context_swap,
+        "occlude": cfg.occlude,
         "command": command or "",
         "synthetic_revision": next((v["dataset_revision"] for k, v in info.items()
                                     if k.startswith("synthetic-train") and isinstance(v, dict)),

@@ -131,7 +131,8 @@ def add_train_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="train the ELAM+LDL network or one of its ablations",
         usage=f"python -m benchmark train [--variant {{{','.join(VARIANTS)}}}] "
               "[--config FILE] [options]",
-        description="Weakly supervised training of the ELAM+LDL reconstruction network "
+        description="Training of the ELAM+LDL reconstruction network (weak supervision; identity "
+                    "supervised on synthetic rows) "
                     "(seeded; resumes from the run folder's last checkpoint).",
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -68,8 +68,12 @@ class TrainConfig:
     use_elam: bool = _f(True, "ELAM: eye-state detector + rule adjust the eyelid landmarks that "
                               "supervise training (landmark loss and LDL targets)")
     use_ldl: bool = _f(True, "LDL: local dynamic loss on eyelid and lip pair distances")
-    elam_variant: str = _f("soft", "ELAM rule: soft, hard or target (methods.elam.rule)")
+    elam_variant: str = _f("two-way", "ELAM rule: soft, hard, target or two-way "
+                                      "(methods.elam.rule; two-way also reopens a lid gap "
+                                      "the landmarks closed on an eye the detector sees open)")
     elam_threshold: float = _f(0.5, "ELAM hard rule: P(closed) above this closes the eye")
+    elam_open_floor: float = _f(0.18, "ELAM two-way rule: smallest lid gap of an open eye, "
+                                      "in eye widths")
 
     # -- network ---------------------------------------------------------------------
     depth: int = _f(18, "ResNet depth (10, 18, 34, 50, 101); Deep3D: 50")
@@ -99,6 +103,10 @@ class TrainConfig:
     w_ldl_eye: float = _f(0.5, "LDL weight of the eyelid pairs (only with use_ldl)")
     w_ldl_lip: float = _f(0.25, "LDL weight of the inner-lip pairs (only with use_ldl)")
     ldl_normalise: bool = _f(True, "LDL distances divided by the target eye / mouth width")
+    w_shape_synthetic: float = _f(0.05, "identity supervision on synthetic train rows: mean "
+                                        "squared face-region vertex error (mm^2) to the "
+                                        "subject's true neutral face projected on the n_id "
+                                        "modes (0: weak supervision only, as the paper)")
     w_feat: float = _f(0.2, "perceptual identity loss (Deep3D w_feat; active only with "
                             "identity_weights)")
     identity_weights: str | None = _f(None, "ArcFace iResNet state dict (insightface "
@@ -108,7 +116,7 @@ class TrainConfig:
 
     # -- optimisation ----------------------------------------------------------------
     batch_size: int = _f(16, "images per step (Deep3D: 32)")
-    steps: int = _f(3000, "optimisation steps")
+    steps: int = _f(2000, "optimisation steps")
     lr: float = _f(1e-3, "Adam peak learning rate (Deep3D: 1e-4 from ImageNet weights; we "
                          "start from scratch)")
     warmup_steps: int = _f(100, "linear learning-rate warm-up")
@@ -123,6 +131,18 @@ class TrainConfig:
     aug_rot_deg: float = _f(10.0, "random in-plane rotation in +- degrees")
     aug_flip: bool = _f(True, "random horizontal flips (landmarks and eyes swapped)")
     aug_colour: float = _f(0.1, "random per-channel gain in 1 +- this")
+    aug_eye_swap: float = _f(0.3, "counterfactual eye swap, probability per eye: an eye of "
+                                  "the other state from another photo source is blended in "
+                                  "and its landmarks and P(closed) follow "
+                                  "(methods.elam_ldl.counterfactual)")
+    aug_degrade: float = _f(0.3, "probability of resolution loss and blur")
+    aug_grey: float = _f(0.1, "probability of greyscale")
+    aug_jpeg: float = _f(0.3, "probability of JPEG re-compression (quality 20-90)")
+    balance_sources: bool = _f(True, "draw batches by row group (synthetic, the pool's "
+                                     "closed-eye source, its open-eye source, folders), not "
+                                     "by row")
+    synthetic_share: float = _f(0.5, "balance_sources: share of each batch from synthetic "
+                                     "rows (the rest split equally between the others)")
 
     # -- data ------------------------------------------------------------------------
     sources: tuple[str, ...] = _f(SOURCES, "training sources: synthetic (its train split) "
@@ -177,6 +197,11 @@ class TrainConfig:
             raise ValueError(f"unknown training source(s) {unknown}; use {SOURCES}.")
         if not self.sources and not self.folders:
             raise ValueError("no training data: give sources and/or folders.")
+        for name in ("aug_eye_swap", "aug_degrade", "aug_grey", "aug_jpeg", "synthetic_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.w_shape_synthetic < 0:
+            raise ValueError(f"w_shape_synthetic must be >= 0, got {self.w_shape_synthetic}.")
         if not 0.0 <= self.dev_fraction < 0.5:
             raise ValueError(f"dev_fraction must be in [0, 0.5), got {self.dev_fraction}.")
         if self.device not in ("cpu", "cuda"):
@@ -245,7 +270,7 @@ class TrainConfig:
 
 #: Fields that change the *training data* (the prepared-data cache key).
 DATA_FIELDS = ("sources", "synthetic_n", "real_pool_seed", "folders", "input_size", "landmarks",
-               "crop_distance", "dev_fraction", "align_rotation")
+               "crop_distance", "dev_fraction", "align_rotation", "n_id")
 #: Fields that do not change the trained weights (excluded when comparing a resumed run).
 RUN_ONLY_FIELDS = ("output_dir", "checkpoint_every", "dev_every", "export", "device", "threads",
                    "resume", "steps")

@@ -48,7 +48,7 @@ from methods.elam_ldl.config import REAL_SOURCE, SYNTHETIC_SOURCE, TrainConfig
 logger = logging.getLogger(__name__)
 
 #: Version of the prepared-data format and recipe (part of the cache key).
-DATA_VERSION = "1"
+DATA_VERSION = "2"
 SOURCE_CODES = {SYNTHETIC_SOURCE: 0, REAL_SOURCE: 1, "folder": 2}
 
 #: iBUG-68 index of each landmark's mirror image (horizontal flip).
@@ -75,6 +75,9 @@ class TrainingData:
         ids: (N,) str ``<source>:<id>``.
         counts: per source: photos seen, skipped (no face / error), kept.
         key: cache key.
+        shape_target: (N, n_id) float32 identity coefficients of the synthetic rows' true
+            neutral face (:func:`shape_target`), NaN on every other row; ``None`` when the
+            data was built without them.
     """
 
     images: np.ndarray
@@ -87,6 +90,7 @@ class TrainingData:
     ids: np.ndarray
     counts: dict[str, dict[str, int]]
     key: str
+    shape_target: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -121,6 +125,7 @@ class _Photo:
     load: Any  # () -> (H, W, 3) uint8
     eye_label: tuple[int, int]
     gt_landmarks: np.ndarray | None = None  # the dataset's own landmarks (``landmarks=gt``)
+    neutral: np.ndarray | None = None  # synthetic only: the true neutral mesh (V, 3) metres
 
 
 def _synthetic_photos(cfg: TrainConfig) -> list[_Photo]:
@@ -131,8 +136,9 @@ def _synthetic_photos(cfg: TrainConfig) -> list[_Photo]:
     out = []
     for sid in ds.sample_ids():
         s = ds.load_sample(sid)
+        neutral = ds.neutral_vertices(sid)
         out.append(_Photo(SYNTHETIC_SOURCE, sid, str(s.subject), s.load_image,
-                          (int(s.eye_state[0]), int(s.eye_state[1])), s.landmarks2d))
+                          (int(s.eye_state[0]), int(s.eye_state[1])), s.landmarks2d, neutral))
     return out
 
 
@@ -174,6 +180,41 @@ def _folder_signature(folder: str) -> str:
     return h.hexdigest()[:12]
 
 
+# ------------------------------------------------------------------------------ shape targets
+
+
+class ShapeBasis:
+    """The network's identity span over the face region: projections and squared error.
+
+    The first ``n_id`` ICT identity modes restricted to the narrow mesh's ``face`` region.
+    :meth:`project` gives the coefficients of the least-squares fit of a neutral mesh (the
+    synthetic truth uses 100 modes plus smooth displacements, so this is its closest
+    reachable face); :attr:`gram` turns a coefficient difference ``d`` into the mean squared
+    vertex distance over the region in mm^2: ``d^T G d``.
+    """
+
+    def __init__(self, n_id: int) -> None:
+        from methods.facemodel.ict import load_ict
+
+        model = load_ict("narrow")
+        self.n_id = int(n_id)
+        self.n_vertices = int(model.n_vertices)
+        region = np.asarray(model.regions["face"])
+        self.region = np.flatnonzero(region) if region.dtype == bool else region
+        basis = model.id_basis[: self.n_id, self.region].astype(np.float64)  # (K, R, 3)
+        self._mean = model.mean[self.region].astype(np.float64)
+        self._matrix = basis.reshape(self.n_id, -1).T  # (3R, K)
+        self.gram = (self._matrix.T @ self._matrix) / len(self.region) * 1e6
+        self._pinv = np.linalg.pinv(self._matrix)  # (K, 3R): one product per projection
+
+    def project(self, neutral: np.ndarray) -> np.ndarray:
+        """(n_id,) float32 coefficients of the closest face in span (``neutral`` full or
+        narrow ICT vertices, metres)."""
+        target = (np.asarray(neutral, np.float64)[: self.n_vertices][self.region]
+                  - self._mean).ravel()
+        return (self._pinv @ target).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------ building
 
 
@@ -185,7 +226,7 @@ def data_key(cfg: TrainConfig, crop_distance: float) -> str:
     parts: dict[str, Any] = {k: getattr(cfg, k) for k in ("sources", "synthetic_n",
                                                           "real_pool_seed", "input_size",
                                                           "landmarks", "dev_fraction",
-                                                          "align_rotation")}
+                                                          "align_rotation", "n_id")}
     parts["crop_distance"] = crop_distance
     parts["version"] = DATA_VERSION
     parts["detector"] = file_sha256(resolve_weights(None))[:16]
@@ -253,7 +294,10 @@ def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> 
     size = cfg.input_size
     tpl = template_points(size, crop_distance)
     rows: dict[str, list[Any]] = {k: [] for k in ("images", "valid", "landmarks", "p_closed",
-                                                  "source", "dev", "eye_label", "ids")}
+                                                  "source", "dev", "eye_label", "ids",
+                                                  "shape_target")}
+    shape_basis = ShapeBasis(cfg.n_id)
+    no_shape = np.full(cfg.n_id, np.nan, np.float32)
     counts: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
     for ph in tqdm(photos, desc="preparing ELAM+LDL training data", disable=not progress,
@@ -291,6 +335,8 @@ def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> 
         rows["dev"].append(dev)
         rows["eye_label"].append(ph.eye_label if dev else (-1, -1))
         rows["ids"].append(f"{ph.source}:{ph.id}")
+        rows["shape_target"].append(shape_basis.project(ph.neutral) if ph.neutral is not None
+                                    else no_shape)
         c["kept"] += 1
     if not rows["images"]:
         raise ValueError(f"no training photo had a detectable face ({counts}).")
@@ -303,12 +349,13 @@ def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> 
         source=np.asarray(rows["source"], np.int8), dev=np.asarray(rows["dev"], bool),
         eye_label=np.asarray(rows["eye_label"], np.int8), ids=np.asarray(rows["ids"]),
         counts=counts, key=key,
+        shape_target=np.stack(rows["shape_target"]).astype(np.float32),
     )
 
 
 def _write(path: Path, data: TrainingData) -> None:
     arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)
-              if f.name not in ("counts", "key")}
+              if f.name not in ("counts", "key") and getattr(data, f.name) is not None}
     arrays["counts"] = np.array(json.dumps(data.counts))
     arrays["key"] = np.array(data.key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +379,7 @@ def _read(path: Path, key: str) -> TrainingData:
         if str(d["key"]) != key:
             raise ValueError("key mismatch")
         kw = {f.name: d[f.name] for f in dataclasses.fields(TrainingData)
-              if f.name not in ("counts", "key")}
+              if f.name not in ("counts", "key") and f.name in d.files}
         return TrainingData(**kw, counts=json.loads(str(d["counts"])), key=key)
 
 
@@ -349,6 +396,7 @@ class Batch:
         landmarks: (B, 68, 2) detected landmarks, crop pixels.
         p_closed: (B, 2) detector P(closed).
         index: (B,) rows of the :class:`TrainingData`.
+        shape_target: (B, n_id) identity targets (NaN rows: none), or None.
     """
 
     images: Any
@@ -356,11 +404,13 @@ class Batch:
     landmarks: Any
     p_closed: Any
     index: np.ndarray
+    shape_target: Any = None
 
     def to(self, device: str) -> Batch:
         """The batch on ``device``."""
+        st = self.shape_target.to(device) if self.shape_target is not None else None
         return Batch(self.images.to(device), self.valid.to(device), self.landmarks.to(device),
-                     self.p_closed.to(device), self.index)
+                     self.p_closed.to(device), self.index, st)
 
 
 def batch_indices(train_index: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:
@@ -379,14 +429,24 @@ def batch_indices(train_index: np.ndarray, step: int, batch_size: int, seed: int
     return train_index[np.asarray(out, np.int64)]
 
 
-def make_batch(data: TrainingData, index: np.ndarray) -> Batch:
-    """The rows ``index`` as a torch :class:`Batch` (no augmentation)."""
+def make_batch(data: TrainingData, index: np.ndarray, images: np.ndarray | None = None,
+               landmarks: np.ndarray | None = None, p_closed: np.ndarray | None = None) -> Batch:
+    """The rows ``index`` as a torch :class:`Batch` (no augmentation).
+
+    ``images`` / ``landmarks`` / ``p_closed`` replace the stored rows when given (the
+    counterfactual batches of :mod:`methods.elam_ldl.counterfactual`).
+    """
     import torch
 
-    images = torch.from_numpy(data.images[index]).permute(0, 3, 1, 2).float() / 255.0
-    return Batch(images, torch.from_numpy(data.valid[index]).float(),
-                 torch.from_numpy(data.landmarks[index]), torch.from_numpy(data.p_closed[index]),
-                 np.asarray(index))
+    images = data.images[index] if images is None else images
+    landmarks = data.landmarks[index] if landmarks is None else landmarks
+    p_closed = data.p_closed[index] if p_closed is None else p_closed
+    st = (torch.from_numpy(data.shape_target[index]) if data.shape_target is not None
+          else None)
+    return Batch(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+                 / 255.0, torch.from_numpy(data.valid[index]).float(),
+                 torch.from_numpy(np.asarray(landmarks, np.float32)),
+                 torch.from_numpy(np.asarray(p_closed, np.float32)), np.asarray(index), st)
 
 
 def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
@@ -435,4 +495,4 @@ def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
     c = s / 2.0
     lm = torch.einsum("bij,bkj->bki", rot * scale[:, None, None], lm - c) + c \
         + shift[:, None, :] * s
-    return Batch(images, valid, lm, p, batch.index)
+    return Batch(images, valid, lm, p, batch.index, batch.shape_target)

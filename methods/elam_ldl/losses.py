@@ -167,7 +167,29 @@ def landmark_targets(landmarks: torch.Tensor, p_closed: torch.Tensor,
     """
     if not cfg.use_elam:
         return landmarks
-    return elam_adjust(landmarks, p_closed, cfg.elam_variant, cfg.elam_threshold)
+    return elam_adjust(landmarks, p_closed, cfg.elam_variant, cfg.elam_threshold,
+                       cfg.elam_open_floor)
+
+
+def shape_loss(id_coeffs: torch.Tensor, target: torch.Tensor | None,
+               gram: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared face-region vertex error (mm^2) to identity targets, over rows with one.
+
+    Args:
+        id_coeffs: (B, K) predicted identity coefficients.
+        target: (B, K) targets, NaN rows have none (or None: no target at all).
+        gram: (K, K) :attr:`methods.elam_ldl.data.ShapeBasis.gram`.
+
+    Returns:
+        Scalar; zero when no row has a target.
+    """
+    if target is None or gram is None:
+        return id_coeffs.new_zeros(())
+    has = ~torch.isnan(target).any(dim=1)
+    if not bool(has.any()):
+        return id_coeffs.new_zeros(())
+    d = id_coeffs[has] - target[has]
+    return torch.einsum("bi,ij,bj->b", d, gram, d).mean()
 
 
 def total_loss(
@@ -180,6 +202,8 @@ def total_loss(
     valid: torch.Tensor,
     decoder: FaceDecoder,
     identity: Any | None = None,
+    shape_target: torch.Tensor | None = None,
+    shape_gram: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every term and their weighted sum (``total``).
 
@@ -193,9 +217,11 @@ def total_loss(
         valid: (B, H, W) crop pixels inside the photo.
         decoder: the :class:`FaceDecoder` (albedo model, skin mask).
         identity: optional :class:`methods.elam_ldl.identity.IdentityLoss`.
+        shape_target: optional (B, n_id) identity targets (synthetic rows; NaN: none).
+        shape_gram: (n_id, n_id) Gram matrix of :class:`methods.elam_ldl.data.ShapeBasis`.
 
     Returns:
-        ``{"photo", "lm", "reg", "gamma", "reflc", "ldl", "feat", "total"}``: the terms
+        ``{"photo", "lm", "reg", "gamma", "reflc", "ldl", "feat", "shape", "total"}``: the terms
         before their ``w_*`` weight (``ldl`` carries its own ``w_ldl_eye``/``w_ldl_lip``;
         ``ldl``/``feat`` are zero when off) and the weighted sum.
     """
@@ -212,7 +238,10 @@ def total_loss(
                              cfg.ldl_normalise) if cfg.use_ldl else zero)
     terms["feat"] = (identity(images, rendered.image, mask, targets) if identity is not None
                      else zero)
+    terms["shape"] = (shape_loss(c.id, shape_target, shape_gram) if cfg.w_shape_synthetic > 0
+                      else zero)
     terms["total"] = (cfg.w_photo * terms["photo"] + cfg.w_lm * terms["lm"]
                       + cfg.w_reg * terms["reg"] + cfg.w_gamma * terms["gamma"]
-                      + cfg.w_reflc * terms["reflc"] + terms["ldl"] + cfg.w_feat * terms["feat"])
+                      + cfg.w_reflc * terms["reflc"] + terms["ldl"] + cfg.w_feat * terms["feat"]
+                      + cfg.w_shape_synthetic * terms["shape"])
     return terms

@@ -1,17 +1,22 @@
-"""Training loop of the ELAM+LDL network (weak supervision only), with resume and export.
+"""Training loop of the ELAM+LDL network, with resume and export.
 
 Room: one function, :func:`train`, from a :class:`~methods.elam_ldl.config.TrainConfig` to
 a trained network: prepared data (``data.py``), seeded initialisation, Adam with warm-up and
 cosine decay, the losses of ``losses.py``, a tqdm bar with running losses, periodic atomic
 checkpoints, exact resume, dev-set monitoring and the small float16 export that ships.
 
-No 3D ground truth is used: the losses see the photo, dlib's landmarks (ELAM-adjusted when
-``use_elam``) and the eye-state detector's P(closed). The dev part (held-out training
+The losses see the photo, dlib's landmarks (ELAM-adjusted when ``use_elam``) and the
+eye-state detector's P(closed); the one 3D signal is the identity of the *synthetic* train
+rows (``w_shape_synthetic``: the subject's true neutral face projected on the network's
+identity modes; 0 turns it off and leaves the paper's weak supervision). Batches come from
+:func:`training_batch`: rows balanced by source, counterfactual eye swaps and degradations
+(``counterfactual.py``), then Deep3D's augmentation. The dev part (held-out training
 subjects/groups, see ``data.py``) is only *measured* (eye-state F1 from the mesh, landmark
 NME, and on synthetic dev rows the mesh error against the generator's mesh) and logged.
 
-Determinism: the batch rows of step ``k`` come from a permutation seeded by
-``(seed, epoch)`` and its augmentation from a generator seeded by ``(seed, k)``, so nothing
+Determinism: the batch rows of step ``k`` come from a draw (or, without source balancing,
+a permutation) seeded by ``(seed, k)`` and its augmentation from generators seeded by
+``(seed, k)``, so nothing
 random has to be saved; a checkpoint holds the step, the network, the optimiser and the
 config, and a resumed run continues bit-identically on CPU.
 
@@ -49,8 +54,10 @@ import torch
 
 from methods.base import read_torch_file
 from methods.elam_ldl.config import RUN_ONLY_FIELDS, TrainConfig
+from methods.elam_ldl.counterfactual import balanced_indices, degrade, row_groups, swap_eyes
 from methods.elam_ldl.data import (
     SOURCE_CODES,
+    ShapeBasis,
     TrainingData,
     augment_batch,
     batch_indices,
@@ -64,7 +71,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN_FORMAT = "eyebench-elam-ldl-train"
 LOG_EVERY = 25
-LOSS_KEYS = ("total", "photo", "lm", "ldl", "reg", "gamma", "reflc", "feat")
+LOSS_KEYS = ("total", "photo", "lm", "ldl", "reg", "gamma", "reflc", "feat", "shape")
 
 
 @dataclasses.dataclass
@@ -107,14 +114,31 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def step_losses(net: ReconNet, dec: FaceDecoder, batch: Any, cfg: TrainConfig,
-                identity: Any | None = None) -> dict[str, torch.Tensor]:
+                identity: Any | None = None, shape_gram: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
     """Forward pass and every loss term of one batch (see ``losses.total_loss``)."""
     c = net.coefficients(batch.images)
     geo = dec.geometry(c)
     out = dec.render(geo, c)
     targets = landmark_targets(batch.landmarks, batch.p_closed, cfg)
     return total_loss(cfg, c, geo.landmarks2d, targets, out, batch.images.permute(0, 2, 3, 1),
-                      batch.valid, dec, identity)
+                      batch.valid, dec, identity, batch.shape_target, shape_gram)
+
+
+def training_batch(data: TrainingData, step: int, cfg: TrainConfig,
+                   groups: np.ndarray | None = None) -> Any:
+    """The augmented batch of step ``step`` (deterministic in ``cfg.seed`` and ``step``):
+    rows (balanced by group or by epoch permutation), counterfactual eye swaps,
+    degradations, then Deep3D's geometric augmentation."""
+    if cfg.balance_sources:
+        rows = balanced_indices(data, step, cfg.batch_size, cfg, groups)
+    else:
+        rows = batch_indices(data.train_index, step, cfg.batch_size, cfg.seed)
+    images, landmarks, p_closed = swap_eyes(data, rows, cfg, seed=step, groups=groups)
+    if cfg.aug_degrade > 0 or cfg.aug_grey > 0 or cfg.aug_jpeg > 0:
+        images = degrade(images, cfg, seed=step)
+    batch = make_batch(data, rows, images, landmarks, p_closed)
+    return augment_batch(batch, cfg, seed=cfg.seed * 1_000_003 + 7919 * step + 1)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -203,6 +227,11 @@ def evaluate_dev(net: ReconNet, dec: FaceDecoder, data: TrainingData, cfg: Train
             sc = M.binary_scores(y[keep], p[keep])
             entry.update(eye_acc=float(sc.accuracy), eye_f1=float(sc.f1),
                          n_eyes=int(keep.sum()), n_closed=int((y[keep] == 1).sum()))
+            lab, prd = labels[sel], pred[sel]
+            wink = (lab >= 0).all(1) & (lab[:, 0] != lab[:, 1])
+            if wink.any():  # both eyes right on faces with one eye closed
+                entry.update(winks=int(wink.sum()),
+                             winks_right=int((prd[wink] == lab[wink]).all(1).sum()))
         if name == "synthetic":
             entry["mesh_err_mm"] = _synthetic_mesh_error(data.ids[idx][sel], vertices[sel],
                                                          dec, cfg)
@@ -280,6 +309,9 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
 
         identity = IdentityLoss(cfg.identity_weights, device=device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    shape_gram = (torch.as_tensor(ShapeBasis(cfg.n_id).gram, dtype=torch.float32).to(device)
+                  if cfg.w_shape_synthetic > 0 and data.shape_target is not None else None)
+    groups = row_groups(data)
     step0 = 0
     elapsed0 = 0.0
     if cfg.resume and ckpt_path.is_file():
@@ -311,10 +343,8 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
             lr = learning_rate(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            rows = batch_indices(train_rows, step, cfg.batch_size, cfg.seed)
-            batch = augment_batch(make_batch(data, rows), cfg,
-                                  seed=cfg.seed * 1_000_003 + 7919 * step + 1).to(device)
-            terms = step_losses(net, dec, batch, cfg, identity)
+            batch = training_batch(data, step, cfg, groups).to(device)
+            terms = step_losses(net, dec, batch, cfg, identity, shape_gram)
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             if cfg.grad_clip > 0:
@@ -326,7 +356,8 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
             for k, v in values.items():
                 running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
             bar.update(1)
-            bar.set_postfix({k: f"{running[k]:.3g}" for k in ("total", "photo", "lm", "ldl")},
+            bar.set_postfix({k: f"{running[k]:.3g}" for k in ("total", "photo", "lm", "ldl",
+                                                               "shape")},
                             refresh=False)
             done = step + 1
             seconds = elapsed0 + time.perf_counter() - t_loop
