@@ -68,7 +68,7 @@ class TrainConfig:
     use_elam: bool = _f(True, "ELAM: eye-state detector + rule adjust the eyelid landmarks that "
                               "supervise training (landmark loss and LDL targets)")
     use_ldl: bool = _f(True, "LDL: local dynamic loss on eyelid and lip pair distances")
-    elam_variant: str = _f("two-way", "ELAM rule: soft, hard, target or two-way "
+    elam_variant: str = _f("soft", "ELAM rule: soft (the paper's), hard, target or two-way "
                                       "(methods.elam.rule; two-way also reopens a lid gap "
                                       "the landmarks closed on an eye the detector sees open)")
     elam_threshold: float = _f(0.5, "ELAM hard rule: P(closed) above this closes the eye")
@@ -103,7 +103,7 @@ class TrainConfig:
     w_ldl_eye: float = _f(0.5, "LDL weight of the eyelid pairs (only with use_ldl)")
     w_ldl_lip: float = _f(0.25, "LDL weight of the inner-lip pairs (only with use_ldl)")
     ldl_normalise: bool = _f(True, "LDL distances divided by the target eye / mouth width")
-    w_shape_synthetic: float = _f(0.05, "identity supervision on synthetic train rows: mean "
+    w_shape_synthetic: float = _f(0.0, "identity supervision on synthetic train rows: mean "
                                         "squared face-region vertex error (mm^2) to the "
                                         "subject's true neutral face projected on the n_id "
                                         "modes (0: weak supervision only, as the paper)")
@@ -116,7 +116,7 @@ class TrainConfig:
 
     # -- optimisation ----------------------------------------------------------------
     batch_size: int = _f(16, "images per step (Deep3D: 32)")
-    steps: int = _f(2000, "optimisation steps")
+    steps: int = _f(3000, "optimisation steps")
     lr: float = _f(1e-3, "Adam peak learning rate (Deep3D: 1e-4 from ImageNet weights; we "
                          "start from scratch)")
     warmup_steps: int = _f(100, "linear learning-rate warm-up")
@@ -131,14 +131,14 @@ class TrainConfig:
     aug_rot_deg: float = _f(10.0, "random in-plane rotation in +- degrees")
     aug_flip: bool = _f(True, "random horizontal flips (landmarks and eyes swapped)")
     aug_colour: float = _f(0.1, "random per-channel gain in 1 +- this")
-    aug_eye_swap: float = _f(0.3, "counterfactual eye swap, probability per eye: an eye of "
+    aug_eye_swap: float = _f(0.0, "counterfactual eye swap, probability per eye: an eye of "
                                   "the other state from another photo source is blended in "
                                   "and its landmarks and P(closed) follow "
                                   "(methods.elam_ldl.counterfactual)")
-    aug_degrade: float = _f(0.3, "probability of resolution loss and blur")
-    aug_grey: float = _f(0.1, "probability of greyscale")
-    aug_jpeg: float = _f(0.3, "probability of JPEG re-compression (quality 20-90)")
-    balance_sources: bool = _f(True, "draw batches by row group (synthetic, the pool's "
+    aug_degrade: float = _f(0.0, "probability of resolution loss and blur")
+    aug_grey: float = _f(0.0, "probability of greyscale")
+    aug_jpeg: float = _f(0.0, "probability of JPEG re-compression (quality 20-90)")
+    balance_sources: bool = _f(False, "draw batches by row group (synthetic, the pool's "
                                      "closed-eye source, its open-eye source, folders), not "
                                      "by row")
     synthetic_share: float = _f(0.5, "balance_sources: share of each batch from synthetic "
