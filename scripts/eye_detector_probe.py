@@ -76,6 +76,7 @@ def probe_clip(detector, provider, root: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Prints the probe table (and the clip's scores); returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", nargs="?", default=None, help="CNN weights (default: shipped)")
     parser.add_argument("--blink-clip", type=Path, default=None, help="labelled clip folder")

@@ -367,6 +367,7 @@ def swap_context(x: torch.Tensor, group: torch.Tensor, gen: torch.Generator, pro
             another group.
         gen: random generator.
         prob: share of crops that get a new context.
+        out_size: side of the crop rule's square (sets the eye region's size).
 
     Returns:
         The batch with new contexts (same shape; a new tensor).
@@ -416,7 +417,8 @@ def occlude(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, prob: float,
         half_w = eye_w * (0.75 + 0.35 * float(u[0]))
         half_h = eye_w * (0.45 + 0.25 * float(u[1]))
         ang = (float(u[2]) - 0.5) * (40.0 * math.pi / 180.0)
-        dx, dy = xx - c - (float(u[3]) - 0.5) * 0.2 * eye_w, yy - c - (float(u[4]) - 0.5) * 0.2 * eye_w
+        dx = xx - c - (float(u[3]) - 0.5) * 0.2 * eye_w
+        dy = yy - c - (float(u[4]) - 0.5) * 0.2 * eye_w
         ax = (dx * math.cos(ang) + dy * math.sin(ang)) / half_w
         ay = (-dx * math.sin(ang) + dy * math.cos(ang)) / half_h
         dist = torch.maximum(ax.abs(), ay.abs()) if u[5] < 0.5 else torch.sqrt(ax ** 2 + ay ** 2)

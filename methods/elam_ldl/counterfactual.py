@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -56,8 +55,11 @@ SWAP_EDGE = 0.1
 
 
 def row_groups(data: Any) -> np.ndarray:
-    """(N,) int8 group of every row: 0 synthetic, 1 the pool's closed-eye source (CEW,
-    folder ``closed/``), 2 its open-eye source (UTKFace, ``open/``), 3 anything else."""
+    """(N,) int8 group of every row.
+
+    0 synthetic, 1 the pool's closed-eye source (CEW, folder ``closed/``), 2 its open-eye
+    source (UTKFace, ``open/``), 3 anything else.
+    """
     out = np.full(len(data.ids), 3, np.int8)
     for i, rid in enumerate(data.ids):
         source, _, name = str(rid).partition(":")
@@ -218,10 +220,3 @@ def degrade(images: np.ndarray, cfg: TrainConfig, seed: int) -> np.ndarray:
         out[i] = im
     return np.ascontiguousarray(out)
 
-
-def eye_swap_stats(p_before: np.ndarray, p_after: np.ndarray) -> dict[str, float]:
-    """Share of eyes whose state changed and of faces left with one eye of each state."""
-    before = p_before > 0.5
-    after = p_after > 0.5
-    return {"eyes_changed": float((before != after).mean()),
-            "winks": float((after[:, 0] != after[:, 1]).mean()) if len(after) else math.nan}

@@ -208,8 +208,10 @@ class ShapeBasis:
         self._pinv = np.linalg.pinv(self._matrix)  # (K, 3R): one product per projection
 
     def project(self, neutral: np.ndarray) -> np.ndarray:
-        """(n_id,) float32 coefficients of the closest face in span (``neutral`` full or
-        narrow ICT vertices, metres)."""
+        """(n_id,) float32 coefficients of the closest face in span.
+
+        ``neutral``: full or narrow ICT vertices, metres.
+        """
         target = (np.asarray(neutral, np.float64)[: self.n_vertices][self.region]
                   - self._mean).ravel()
         return (self._pinv @ target).astype(np.float32)

@@ -127,9 +127,11 @@ def step_losses(net: ReconNet, dec: FaceDecoder, batch: Any, cfg: TrainConfig,
 
 def training_batch(data: TrainingData, step: int, cfg: TrainConfig,
                    groups: np.ndarray | None = None) -> Any:
-    """The augmented batch of step ``step`` (deterministic in ``cfg.seed`` and ``step``):
-    rows (balanced by group or by epoch permutation), counterfactual eye swaps,
-    degradations, then Deep3D's geometric augmentation."""
+    """The augmented batch of step ``step`` (deterministic in ``cfg.seed`` and ``step``).
+
+    Rows (balanced by group or by epoch permutation), counterfactual eye swaps,
+    degradations, then Deep3D's geometric augmentation.
+    """
     if cfg.balance_sources:
         rows = balanced_indices(data, step, cfg.batch_size, cfg, groups)
     else:
