@@ -131,9 +131,10 @@ def add_train_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="train the ELAM+LDL network or one of its ablations",
         usage=f"python -m benchmark train [--variant {{{','.join(VARIANTS)}}}] "
               "[--config FILE] [options]",
-        description="Training of the ELAM+LDL reconstruction network (weak supervision; identity "
-                    "supervised on synthetic rows) "
-                    "(seeded; resumes from the run folder's last checkpoint).",
+        description="Weakly supervised training of the ELAM+LDL reconstruction network "
+                    "(seeded; resumes from the run folder's last checkpoint). The "
+                    "counterfactual recipe of issue 16: --config "
+                    "methods/elam_ldl/configs/counterfactual.yaml.",
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

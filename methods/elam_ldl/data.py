@@ -1,8 +1,10 @@
 """Training data of the ELAM+LDL network: photos -> aligned crops + weak labels, built once.
 
 Room: turning the training sources into arrays the training loop samples from, and the
-batch augmentation. Nothing here uses 3D ground truth: the supervision is the photo itself,
-dlib's 68 landmarks and the eye-state detector's P(closed) per eye (ELAM's input).
+batch augmentation. The supervision is the photo itself, dlib's 68 landmarks and the
+eye-state detector's P(closed) per eye (ELAM's input); the one piece of 3D ground truth
+stored is each synthetic row's identity target (:class:`ShapeBasis`), which only the
+opt-in ``w_shape_synthetic`` term reads.
 
 Sources (``TrainConfig.sources`` / ``folders``):
 
@@ -76,7 +78,7 @@ class TrainingData:
         counts: per source: photos seen, skipped (no face / error), kept.
         key: cache key.
         shape_target: (N, n_id) float32 identity coefficients of the synthetic rows' true
-            neutral face (:func:`shape_target`), NaN on every other row; ``None`` when the
+            neutral face (:meth:`ShapeBasis.project`), NaN on every other row; ``None`` when the
             data was built without them.
     """
 

@@ -6,17 +6,17 @@ cosine decay, the losses of ``losses.py``, a tqdm bar with running losses, perio
 checkpoints, exact resume, dev-set monitoring and the small float16 export that ships.
 
 The losses see the photo, dlib's landmarks (ELAM-adjusted when ``use_elam``) and the
-eye-state detector's P(closed); the one 3D signal is the identity of the *synthetic* train
-rows (``w_shape_synthetic``: the subject's true neutral face projected on the network's
-identity modes; 0 turns it off and leaves the paper's weak supervision). Batches come from
-:func:`training_batch`: rows balanced by source, counterfactual eye swaps and degradations
-(``counterfactual.py``), then Deep3D's augmentation. The dev part (held-out training
+eye-state detector's P(closed): weak supervision, as the paper. Opt-in (the counterfactual
+recipe of issue 16, ``configs/counterfactual.yaml``): the identity of the *synthetic* train
+rows as a 3D signal (``w_shape_synthetic``), and batches balanced by source with
+counterfactual eye swaps and degradations (``counterfactual.py``); every batch comes from
+:func:`training_batch`, then Deep3D's augmentation. The dev part (held-out training
 subjects/groups, see ``data.py``) is only *measured* (eye-state F1 from the mesh, landmark
 NME, and on synthetic dev rows the mesh error against the generator's mesh) and logged.
 
-Determinism: the batch rows of step ``k`` come from a draw (or, without source balancing,
-a permutation) seeded by ``(seed, k)`` and its augmentation from generators seeded by
-``(seed, k)``, so nothing
+Determinism: the batch rows of step ``k`` come from a permutation seeded by
+``(seed, epoch)`` (with source balancing: a draw seeded by ``(seed, k)``) and its
+augmentation from generators seeded by ``(seed, k)``, so nothing
 random has to be saved; a checkpoint holds the step, the network, the optimiser and the
 config, and a resumed run continues bit-identically on CPU.
 
