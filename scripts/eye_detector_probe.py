@@ -19,7 +19,6 @@ Needs the research-only pool (``$EYEBENCH_REAL_FACES`` or ``../shared/data/real-
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -54,21 +53,24 @@ def probe_pool(detector, provider) -> list[tuple[str, str, float, int]]:
 
 
 def probe_clip(detector, provider, root: Path) -> dict[str, float]:
-    """Per-eye F1 (closed positive) and counts on a labelled photo-folder clip."""
-    from methods.landmarks import read_image
+    """Per-eye F1 (closed positive) and counts on a labelled ``photo-folder`` clip."""
+    from benchmark.datasets.photo_folder import PhotoFolderDataset
+    from benchmark.types import EYE_CLOSED, EYE_OPEN
+    from methods.landmarks import as_image
 
+    ds = PhotoFolderDataset(root=root)
     ys, ps = [], []
-    with open(root / "labels.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            img = read_image(root / row["file"])
-            res = provider.detect(img)
-            if not res.ok:
-                continue
-            p = np.asarray(detector.predict(img, res.landmarks))
-            for e, key in enumerate(("right_eye", "left_eye")):
-                if row.get(key) in ("open", "closed"):
-                    ys.append(row[key] == "closed")
-                    ps.append(bool(p[e] > 0.5))
+    for sid in ds.sample_ids():
+        s = ds.load_sample(sid)
+        img = as_image(s.load_image())
+        res = provider.detect(img)
+        if not res.ok:
+            continue
+        p = np.asarray(detector.predict(img, res.landmarks))
+        for e in (0, 1):
+            if s.eye_state[e] in (EYE_OPEN, EYE_CLOSED):
+                ys.append(bool(s.eye_state[e] == EYE_CLOSED))
+                ps.append(bool(p[e] > 0.5))
     y, p = np.array(ys), np.array(ps)
     tp, fp, fn = int((y & p).sum()), int((~y & p).sum()), int((y & ~p).sum())
     return {"eyes": len(y), "closed": int(y.sum()), "f1": 2 * tp / max(2 * tp + fp + fn, 1),
