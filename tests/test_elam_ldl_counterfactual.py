@@ -62,7 +62,8 @@ def make_data() -> TrainingData:
 
 
 def cfg(**kw) -> TrainConfig:
-    return TrainConfig.preset("elam-ldl", **kw)
+    """The recipe's setting: eye swaps need the face-only network (no eye branch)."""
+    return TrainConfig.preset("elam-ldl", **{"eye_branch": False, **kw})
 
 
 def test_row_groups_split_the_pool_by_source_folder():
@@ -173,6 +174,29 @@ def test_shape_basis_projects_faces_in_span_exactly_and_measures_mm():
     d = np.random.default_rng(1).normal(size=10)
     diff = np.tensordot(d, model.id_basis[:10], axes=1)[basis.region] * 1000.0
     np.testing.assert_allclose(d @ basis.gram @ d, (diff ** 2).sum(-1).mean(), rtol=1e-5)
+
+
+def test_aligned_gram_is_the_error_left_after_a_similarity_alignment():
+    from methods.facemodel.ict import load_ict
+    from metrics import umeyama
+
+    basis = ShapeBasis(50)
+    model = load_ict("narrow")
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        d = rng.normal(size=50) * 0.1
+        mean = model.mean[basis.region].astype(np.float64)
+        face = mean + np.tensordot(d, model.id_basis[:50], axes=1)[basis.region]
+        tr = umeyama(face, mean)  # the best similarity taking the face onto the mean face
+        err = ((tr.apply(face) - mean) * 1000.0) ** 2
+        # first order in the (small) difference: the same mm^2 as a full alignment
+        np.testing.assert_allclose(d @ basis.gram_aligned @ d, err.sum(-1).mean(), rtol=0.05)
+        assert d @ basis.gram_aligned @ d < d @ basis.gram @ d
+    # a face that is only a scaled mean face (as far as the modes can express one) costs
+    # almost nothing aligned, and its full plain error otherwise
+    c = model.mean[basis.region] - model.mean[basis.region].mean(0)
+    s = basis._pinv @ (0.05 * c).ravel()
+    assert s @ basis.gram_aligned @ s < 0.1 * (s @ basis.gram @ s)
 
 
 def test_shape_loss_uses_only_rows_with_a_target():

@@ -67,6 +67,31 @@ def test_prediction_on_a_synthetic_photo(tiny_checkpoint):
     np.testing.assert_allclose(both[0].vertices, p.vertices, atol=1e-5)
 
 
+def test_prediction_with_an_eye_branch_reads_the_photo_eyes(tmp_path):
+    """The method cuts both eye crops from the photo and feeds them to the eye branch."""
+    from methods.elam.eye_crops import cut_eye_crops
+
+    torch.manual_seed(0)
+    net = ReconNet(NetSpec(depth=10, width=8, input_size=32, n_id=10, eye_branch=True))
+    net.eye_branch.load_detector()
+    torch.nn.init.normal_(net.eye_branch.head[2].weight, std=0.5)
+    path = tmp_path / "eyes.pt"
+    torch.save(export_state(net, {}, {"steps": 0}), path)
+    m = ElamLdl({"checkpoint": str(path), "landmarks": "gt"})
+    m.ensure_loaded("cpu")
+    photos = [synthetic_photo(), synthetic_photo("synthetic_face_closed_224")]
+    preds = m.predict_batch(photos)
+    assert all(p.status == "ok" for p in preds)
+    loaded = m.net
+    for photo, pred in zip(photos, preds):
+        eyes = torch.from_numpy(cut_eye_crops(photo.image, photo.landmarks2d)
+                                .astype(np.float16).astype(np.float32))[None]
+        with torch.no_grad():
+            want = loaded.eye_branch(eyes)[0, :, 0].numpy()  # blink of eye 0 (_R), eye 1 (_L)
+        np.testing.assert_allclose(pred.extras["blink"], want, atol=1e-3)
+    assert not np.allclose(preds[0].extras["blink"], preds[1].extras["blink"], atol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def shipped_openness() -> dict[str, np.ndarray]:
     """Per-eye openness of each shipped checkpoint on an open and a closed synthetic photo."""
@@ -96,6 +121,32 @@ def test_shipped_elam_ldl_closes_the_closed_eyes_the_recipe_keeps_open(shipped_o
     # eyes as closed, the Deep3D recipe (no ELAM, no LDL) keeps them open.
     assert (shipped_openness["elam-ldl"][1] < 0.18).all(), shipped_openness["elam-ldl"]
     assert (shipped_openness["deep3d-recipe"][1] > 0.18).all(), shipped_openness["deep3d-recipe"]
+
+
+@pytest.mark.parametrize("closed_eye", [0, 1])
+def test_shipped_elam_ldl_winks_when_one_eye_is_closed(monkeypatch, closed_eye):
+    """A wink at the network's input: the open photo, one eye's crop from the closed photo.
+
+    The shipped network must close that eye only (openness threshold 0.18)."""
+    import methods.elam.eye_crops as eye_crops
+    from metrics.eyes import eye_openness
+
+    real_cut = eye_crops.cut_eye_crops
+    closed = synthetic_photo("synthetic_face_closed_224")
+    closed_crops = real_cut(closed.image, closed.landmarks2d)
+
+    def winking_cut(image, landmarks, *args, **kwargs):
+        crops = real_cut(image, landmarks, *args, **kwargs).copy()
+        crops[closed_eye] = closed_crops[closed_eye]
+        return crops
+
+    m = METHODS.get("elam-ldl")({"landmarks": "gt"})
+    m.ensure_loaded("cpu")
+    assert m.net.spec.eye_branch, "the shipped elam-ldl reads each eye from its own crop"
+    monkeypatch.setattr(eye_crops, "cut_eye_crops", winking_cut)
+    p = m.predict(synthetic_photo())
+    op = eye_openness(p.topology.landmarks(p.vertices))
+    assert op[closed_eye] < 0.18 < op[1 - closed_eye], op
 
 
 def test_dlib_path_and_no_face(tiny_checkpoint):

@@ -31,10 +31,11 @@ def tiny_config(tmp_path: Path, **kw) -> TrainConfig:
 @pytest.fixture(scope="module")
 def tiny_data() -> TrainingData:
     """Six aligned crops of the two shipped synthetic renders (open, closed), one dev row."""
+    from methods.elam.eye_crops import cut_eye_crops
     from methods.elam_ldl.align import fit_similarity, five_points, template_points, warp_image
     from methods.landmarks import read_image
 
-    rows = {k: [] for k in ("images", "valid", "landmarks")}
+    rows = {k: [] for k in ("images", "valid", "landmarks", "eye_crops")}
     tpl = template_points(SIZE, 0.9)
     for name in ("synthetic_face_224", "synthetic_face_closed_224") * 3:
         img = read_image(DATA / f"{name}.png")
@@ -44,6 +45,7 @@ def tiny_data() -> TrainingData:
         rows["images"].append(crop)
         rows["valid"].append(valid)
         rows["landmarks"].append(tr.apply(lm))
+        rows["eye_crops"].append(cut_eye_crops(img, lm).astype(np.float16))
     n = len(rows["images"])
     return TrainingData(
         images=np.stack(rows["images"]), valid=np.stack(rows["valid"]),
@@ -52,6 +54,7 @@ def tiny_data() -> TrainingData:
         source=np.zeros(n, np.int8), dev=np.array([False] * 5 + [True]),
         eye_label=np.array([[-1, -1]] * 5 + [[1, 1]], np.int8),
         ids=np.array([f"t:{i}" for i in range(n)]), counts={"test": {"kept": n}}, key="tiny",
+        eye_crops=np.stack(rows["eye_crops"]),
     )
 
 
@@ -129,9 +132,10 @@ def test_checkpoint_round_trip_weights_only(tiny_data, tmp_path):
     # float16 export vs the float32 training weights: same coefficients to fp16 precision
     ref = ReconNet(net.spec)
     ref.load_state_dict(torch.load(res.checkpoint, weights_only=True)["net"])
-    x = make_batch(tiny_data, np.arange(2)).images
+    b = make_batch(tiny_data, np.arange(2))
     with torch.no_grad():
-        torch.testing.assert_close(net.eval()(x), ref.eval()(x), atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(net.eval()(b.images, b.eye_crops),
+                                   ref.eval()(b.images, b.eye_crops), atol=2e-2, rtol=2e-2)
     exported = export_state(ref, {}, {}, half=False)
     assert exported["state_dict"]["final_layers.0.weight"].dtype == torch.float32
     bad = tmp_path / "bad.pt"

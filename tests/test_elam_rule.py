@@ -118,7 +118,7 @@ def test_torch_matches_numpy_and_is_differentiable(variant):
     np.testing.assert_allclose(out.detach().numpy(), elam_adjust(lm, p, variant), atol=1e-5)
     pair_distances(out).sum().backward()
     assert t_lm.grad is not None and torch.isfinite(t_lm.grad).all()
-    if variant != "hard":  # hard thresholds P: no gradient through it by design
+    if variant not in ("hard", "two-way-hard"):  # they threshold P: no gradient by design
         assert t_p.grad is not None and (t_p.grad.abs() > 0).all()
     np.testing.assert_array_equal(t_lm.detach().numpy(), lm)  # input untouched
 
@@ -157,6 +157,18 @@ def test_two_way_equals_soft_on_gaps_above_the_floor():
     for p in ([0.3, 0.6], [0.9, 0.1]):
         np.testing.assert_allclose(elam_adjust(lm, p, "two-way", open_floor=0.1),
                                    elam_adjust(lm, p, "soft"), atol=1e-6)
+
+
+def test_two_way_hard_closes_above_the_threshold_and_never_narrows_part_way():
+    lm = hand_made()
+    lm[37], lm[41] = (10, 4.5), (10, 5.5)  # eye 0, first pair: 1 px (too narrow for open)
+    out = elam_adjust(lm, [0.4, 0.6], "two-way-hard", threshold=0.5, open_floor=0.18)
+    d, d0 = pair_distances(out), pair_distances(lm)
+    np.testing.assert_allclose(d[0], [5.4, 10.0], rtol=1e-6)  # widened, kept: not 0.6x
+    np.testing.assert_allclose(d[1], 0.0, atol=1e-6)  # P 0.6 > 0.5: closed
+    assert (pair_distances(elam_adjust(lm, [0.4, 0.6], "two-way", open_floor=0.18))[0]
+            < d[0]).all()  # the soft two-way narrows an uncertain eye part-way
+    assert d0[0, 1] == pytest.approx(10.0)
 
 
 def test_two_way_needs_2d_landmarks():

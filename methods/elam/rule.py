@@ -20,6 +20,9 @@ every other landmark never move):
   The pair moves along its own upper-lower direction, or, for a pair closed to a point,
   along the normal of the corner axis (2D: towards the image top; 3D: not defined, so
   ``two-way`` takes D = 2 only).
+* ``two-way-hard``: ``two-way`` with P replaced by 1 where P > ``threshold`` and 0
+  elsewhere: an eye the detector calls closed closes, one it calls open keeps its gap or is
+  widened to f w; an uncertain P never narrows a gap part-way.
 * ``target``: the pair's distance is set to (1 - P) times the detected one, keeping the
   *lower* lid point fixed: u' = l + (1 - P) (u - l), l' = l. (Keeping the midpoint fixed
   instead would make this identical to ``soft``; anchoring on the lower lid follows what a
@@ -40,8 +43,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-ElamVariant = Literal["soft", "hard", "target", "two-way"]
-VARIANTS: tuple[str, ...] = ("soft", "hard", "target", "two-way")
+ElamVariant = Literal["soft", "hard", "target", "two-way", "two-way-hard"]
+VARIANTS: tuple[str, ...] = ("soft", "hard", "target", "two-way", "two-way-hard")
 #: ``two-way``: a gap the detector calls open is at least this share of the eye width. An
 #: open eye's pair gaps from dlib sit around 0.25-0.35 eye widths (synthetic truth: open
 #: apertures 0.22-0.40, data_cards/synthetic.md); 0.18 widens only gaps that are clearly
@@ -73,8 +76,9 @@ def elam_adjust(
             same library as ``landmarks`` or anything numpy accepts (broadcast over the
             leading dimensions). Values outside [0, 1] are clipped.
         variant: ``soft``, ``hard``, ``target`` or ``two-way`` (see the module docstring).
-        threshold: ``hard`` only: P above it closes the eye fully.
-        open_floor: ``two-way`` only: the smallest gap of an open eye, in eye widths.
+        threshold: ``hard`` and ``two-way-hard``: P above it closes the eye fully.
+        open_floor: ``two-way`` and ``two-way-hard``: the smallest gap of an open eye, in
+            eye widths.
 
     Returns:
         Adjusted landmarks, same shape, dtype and library as ``landmarks`` (a new array;
@@ -102,12 +106,12 @@ def elam_adjust(
         out = landmarks.copy()
     if p.ndim < 1 or p.shape[-1] != 2:
         raise ValueError(f"p_closed must be (..., 2), one value per eye, got {tuple(p.shape)}.")
-    if variant == "two-way":
+    if variant in ("hard", "two-way-hard"):
+        p = (p > threshold).to(landmarks.dtype) if torch_mode else (p > threshold).astype(p.dtype)
+    if variant in ("two-way", "two-way-hard"):
         if landmarks.shape[-1] != 2:
             raise ValueError("the two-way ELAM rule works on 2D landmarks (..., 68, 2).")
         return _two_way(landmarks, p, out, float(open_floor), torch_mode)
-    if variant == "hard":
-        p = (p > threshold).to(landmarks.dtype) if torch_mode else (p > threshold).astype(p.dtype)
     for eye, pairs in enumerate(EYE_PAIRS):
         pe = p[..., eye][..., None]  # (..., 1) broadcasts over D
         for upper, lower in pairs:

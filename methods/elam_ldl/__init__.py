@@ -2,7 +2,9 @@
 
 Room: the paper's full method on the ICT-FaceKit model: a Deep3D-style weakly supervised
 ResNet regressor with ELAM-adjusted landmark targets and the Local Dynamic Loss, its
-training, its four registered variants and the ablation. See ``docs/elam_ldl.md``.
+training, its four registered variants and the ablation. Ours on top (issue 16): an eye
+branch that reads each eye's blendshapes from its own crop through the ELAM eye-state CNN's
+frozen trunk, and a synthetic identity term. See ``docs/elam_ldl.md``.
 
 Modules (light ones first; torch is imported only by the heavy ones):
 
@@ -12,7 +14,8 @@ Modules (light ones first; torch is imported only by the heavy ones):
   ``ldl``, ``elam-ldl``.
 * :mod:`~methods.elam_ldl.align` -- five-point crops (training and inference).
 * :mod:`~methods.elam_ldl.albedo` -- the albedo model ICT lacks.
-* :mod:`~methods.elam_ldl.model` -- network, coefficient split, decoder, checkpoints.
+* :mod:`~methods.elam_ldl.model` -- network (with its eye branch), coefficient split,
+  decoder, checkpoints.
 * :mod:`~methods.elam_ldl.losses` -- Deep3D losses, LDL, ELAM targets.
 * :mod:`~methods.elam_ldl.identity` -- the optional ArcFace identity loss.
 * :mod:`~methods.elam_ldl.data` -- training data preparation and augmentation.

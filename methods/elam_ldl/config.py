@@ -68,11 +68,12 @@ class TrainConfig:
     use_elam: bool = _f(True, "ELAM: eye-state detector + rule adjust the eyelid landmarks that "
                               "supervise training (landmark loss and LDL targets)")
     use_ldl: bool = _f(True, "LDL: local dynamic loss on eyelid and lip pair distances")
-    elam_variant: str = _f("soft", "ELAM rule: soft (the paper's), hard, target or two-way "
-                                      "(methods.elam.rule; two-way also reopens a lid gap "
-                                      "the landmarks closed on an eye the detector sees open)")
-    elam_threshold: float = _f(0.5, "ELAM hard rule: P(closed) above this closes the eye")
-    elam_open_floor: float = _f(0.18, "ELAM two-way rule: smallest lid gap of an open eye, "
+    elam_variant: str = _f("soft", "ELAM rule: soft (the paper's), hard, target, two-way or "
+                                      "two-way-hard (methods.elam.rule; two-way also reopens "
+                                      "a lid gap the landmarks closed on an eye the detector "
+                                      "sees open; -hard thresholds P first)")
+    elam_threshold: float = _f(0.5, "ELAM hard rules: P(closed) above this closes the eye")
+    elam_open_floor: float = _f(0.18, "ELAM two-way rules: smallest lid gap of an open eye, "
                                       "in eye widths")
 
     # -- network ---------------------------------------------------------------------
@@ -85,6 +86,10 @@ class TrainConfig:
                                     "eyes); Deep3D: scale and shift only")
     crop_distance: float = _f(0.9, "alignment template: camera distance (m) at which the mean "
                                    "face's five points are projected into the crop")
+    eye_branch: bool = _f(True, "the eyelid and gaze blendshapes come from per-eye crops "
+                                "through the frozen trunk of the ELAM eye-state CNN and a "
+                                "trained head (methods.elam_ldl.model.EyeBranch); off: from "
+                                "the whole face, as Deep3D")
 
     # -- losses (Deep3D's weights unless stated; docs/elam_ldl.md) --------------------
     w_photo: float = _f(1.92, "photometric loss (Deep3D w_color)")
@@ -103,7 +108,7 @@ class TrainConfig:
     w_ldl_eye: float = _f(0.5, "LDL weight of the eyelid pairs (only with use_ldl)")
     w_ldl_lip: float = _f(0.25, "LDL weight of the inner-lip pairs (only with use_ldl)")
     ldl_normalise: bool = _f(True, "LDL distances divided by the target eye / mouth width")
-    w_shape_synthetic: float = _f(0.0, "identity supervision on synthetic train rows: mean "
+    w_shape_synthetic: float = _f(0.5, "identity supervision on synthetic train rows: mean "
                                         "squared face-region vertex error (mm^2) to the "
                                         "subject's true neutral face projected on the n_id "
                                         "modes (0: weak supervision only, as the paper)")
@@ -200,6 +205,9 @@ class TrainConfig:
         for name in ("aug_eye_swap", "aug_degrade", "aug_grey", "aug_jpeg", "synthetic_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.eye_branch and self.aug_eye_swap > 0:
+            raise ValueError("aug_eye_swap pastes eyes into the face crop but not into the "
+                             "eye branch's crops; use it with eye_branch off.")
         if self.w_shape_synthetic < 0:
             raise ValueError(f"w_shape_synthetic must be >= 0, got {self.w_shape_synthetic}.")
         if not 0.0 <= self.dev_fraction < 0.5:

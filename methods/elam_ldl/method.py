@@ -4,7 +4,9 @@ Room: inference adapters around the trained networks (one code path, four checkp
 Per photo: dlib's 68 landmarks (on-disk cache) -> the five-point crop of
 :mod:`methods.elam_ldl.align` -> the network -> ICT narrow mesh in the model frame (metres),
 plus its 68 landmarks projected back into the *input* photo and every vertex's image
-position and depth. ``no_face`` when dlib finds no face. ELAM and LDL act only in training;
+position and depth. Networks with an eye branch (``NetSpec.eye_branch``) also get both
+eyes' canonical crops, cut from the photo with the same landmarks (the eye-state
+detector's rule). ``no_face`` when dlib finds no face. ELAM and LDL act only in training;
 at inference all four variants run the same way (the network alone decides the eyelids).
 
 Options (``--method-option elam-ldl.KEY=VALUE``): ``checkpoint`` (default: the shipped
@@ -136,13 +138,15 @@ class ElamLdlMethod(Method):
         """
         import torch
 
+        from methods.elam.eye_crops import cut_eye_crops
         from methods.elam_ldl.align import fit_similarity, five_points, warp_image
         from methods.render.camera import project
 
         out: list[Prediction | None] = [None] * len(samples)
         todo: list[tuple[int, Any, float]] = []
-        crops = []
-        size = self.net.spec.input_size
+        crops, eye_crops = [], []
+        spec = self.net.spec
+        size = spec.input_size
         for i, sample in enumerate(samples):
             t0 = time.perf_counter()
             image, res = self.provider.image_and_landmarks(sample)
@@ -157,13 +161,18 @@ class ElamLdlMethod(Method):
                 continue
             crop, _ = warp_image(image, tr, size)
             crops.append(crop)
+            if spec.eye_branch:
+                eye_crops.append(cut_eye_crops(image, res.landmarks, spec.eye_crop_size,
+                                               spec.eye_enlarge))
             todo.append((i, tr, time.perf_counter() - t0))
         if not todo:
             return [p for p in out if p is not None]
         t0 = time.perf_counter()
         with torch.no_grad():
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
-            c = self.net.coefficients(x.to(self.torch_device))
+            eyes = (torch.from_numpy(np.stack(eye_crops).astype(np.float16).astype(np.float32))
+                    .to(self.torch_device) if eye_crops else None)
+            c = self.net.coefficients(x.to(self.torch_device), eyes)
             geo = self.decoder.geometry(c)
             verts = geo.vertices.cpu().numpy().astype(np.float32)
             # the same identity with expression zeroed, for neutral scans (NoW)

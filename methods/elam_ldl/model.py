@@ -9,6 +9,19 @@ depth and width configurable), global average pooling, then one zero-initialised
 convolution per coefficient group (``final_layers``), so an untrained network outputs all
 zeros: the mean face, frontal, at the template distance, in ambient light.
 
+Eye branch (``NetSpec.eye_branch``, issue 16; off in checkpoints that predate it): the
+per-eye blendshapes of :data:`EYE_SHAPES` (blink, squint, wide, gaze: everything in the
+model that moves an eyelid) come from the eyes, not from the whole face. Each eye's
+canonical crop (the eye-state detector's rule, :func:`methods.elam.eye_crops.cut_eye_crops`:
+grey, 32 px, the subject's left eye mirrored) goes through the trunk of the ELAM eye-state
+CNN (:class:`methods.elam.eye_detector.EyeStateNet`, copied from the detector's weights at
+the start of training and frozen), and a small MLP shared by both eyes (final layer
+zero-initialised) maps its 64 features and its P(closed) logit to that eye's blendshapes,
+which replace the face head's. One eye's crop cannot see the other eye, the photo's crop
+style or a watermark, so each eye is read on its own: a wink is two independent readings.
+The trainable part is the MLP; what it learns comes only from the training losses
+(ELAM/LDL or not), so the four ablation variants share the branch and differ in supervision.
+
 Coefficient split (:class:`NetSpec.dims`, Deep3D's 257-d split re-cut for ICT)::
 
     id n_id | exp 53 (ICT ARKit blendshapes, eyeBlink_L/R included) | albedo 39 |
@@ -53,6 +66,10 @@ TRANS_SCALE = 0.1
 #: ICT ARKit blendshapes.
 N_EXP = 53
 COEFF_GROUPS = ("id", "exp", "albedo", "angles", "gamma", "trans")
+#: Per-eye ICT blendshapes driven by the eye branch (suffix ``_R`` = eye 0, landmarks 36-41;
+#: ``_L`` = eye 1, landmarks 42-47).
+EYE_SHAPES = ("eyeBlink", "eyeSquint", "eyeWide", "eyeLookDown", "eyeLookUp", "eyeLookIn",
+              "eyeLookOut")
 #: Input normalisation (images in [0, 1]).
 INPUT_MEAN = 0.5
 INPUT_STD = 0.25
@@ -76,6 +93,11 @@ class NetSpec:
         align_rotation: the alignment removes in-plane rotation too.
         photo_region: mesh region rendered for the photometric loss (``all`` = everything).
         model: ``ict-narrow`` (the only model the shipped weights use).
+        eye_branch: the eye blendshapes come from per-eye crops (see the module docstring).
+        eye_crop_size: side of the eye crops (the detector's ``crop_size``).
+        eye_enlarge: eye-crop square over the eye's landmark box (the detector's ``enlarge``).
+        eye_width: width of the eye-state CNN trunk (the detector's ``width``).
+        eye_hidden: hidden units of the eye head.
     """
 
     depth: int = 18
@@ -86,6 +108,11 @@ class NetSpec:
     align_rotation: bool = True
     photo_region: str = "face"
     model: str = "ict-narrow"
+    eye_branch: bool = False
+    eye_crop_size: int = 32
+    eye_enlarge: float = 1.8
+    eye_width: int = 16
+    eye_hidden: int = 32
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -124,8 +151,84 @@ class Coefficients(NamedTuple):
     trans: torch.Tensor
 
 
+def eye_shape_indices(names: tuple[str, ...] | None = None) -> torch.Tensor:
+    """(2, len(EYE_SHAPES)) ICT expression indices driven by the eye branch, per eye."""
+    if names is None:
+        from methods.facemodel.ict import load_ict
+
+        names = load_ict("narrow").exp_names
+    assert names is not None
+    return torch.tensor([[names.index(f"{n}_{side}") for n in EYE_SHAPES]
+                         for side in ("R", "L")], dtype=torch.int64)
+
+
+class EyeBranch(nn.Module):
+    """Per-eye crops -> per-eye blendshapes: frozen eye-state CNN trunk + a shared MLP.
+
+    Args:
+        spec: architecture (``eye_width``, ``eye_hidden``).
+    """
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        from methods.elam.eye_detector import EyeStateNet
+
+        self.width = spec.eye_width
+        self.crop_rule = (spec.eye_crop_size, float(spec.eye_enlarge))
+        self.encoder = EyeStateNet(width=spec.eye_width)
+        self.encoder.requires_grad_(False)
+        feat = 4 * spec.eye_width + 1
+        self.head = nn.Sequential(nn.Linear(feat, spec.eye_hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(spec.eye_hidden, len(EYE_SHAPES)))
+        nn.init.zeros_(self.head[2].weight)
+        nn.init.zeros_(self.head[2].bias)
+
+    def train(self, mode: bool = True) -> EyeBranch:
+        """The frozen encoder stays in eval mode (batch-norm statistics, dropout)."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def load_detector(self, path: str | Path | None = None) -> dict[str, Any]:
+        """Copies the eye-state detector's weights into the encoder (default: shipped ones).
+
+        Returns:
+            Provenance: the weights file's name and sha256, its ``config`` and what it was
+            trained on.
+
+        Raises:
+            ValueError: the detector's crop rule or width differs from this branch's spec.
+        """
+        from methods.elam.eye_detector import load_checkpoint as load_detector
+        from methods.elam.eye_detector import resolve_weights
+
+        path = resolve_weights(path)
+        ckpt = load_detector(path)
+        cfg = ckpt.get("config", {})
+        width = int(cfg.get("width", 16))
+        rule = (int(cfg.get("crop_size", 32)), float(cfg.get("enlarge", 1.8)))
+        if width != self.width or rule != self.crop_rule:
+            raise ValueError(f"eye-state detector {str(path)!r} has width {width} and crop "
+                             f"rule {rule}; the eye branch expects {self.width} and "
+                             f"{self.crop_rule}.")
+        self.encoder.load_state_dict(ckpt["state_dict"])
+        self.encoder.requires_grad_(False)
+        from benchmark.provenance import file_sha256
+
+        return {"file": Path(path).name, "sha256": file_sha256(Path(path)), "config": dict(cfg),
+                "trained_on": ckpt.get("meta", {}).get("trained_on")}
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, 2, S, S) canonical grey crops in [0, 1] -> (B, 2, len(EYE_SHAPES))."""
+        b = crops.shape[0]
+        x = self.encoder.standardise(crops.reshape(b * 2, 1, *crops.shape[2:]))
+        f = self.encoder.features(x).mean(dim=(2, 3))
+        logit = self.encoder.head[2](f)  # the detector's P(closed) logit (dropout off)
+        return self.head(torch.cat([f, logit], 1)).view(b, 2, -1)
+
+
 class ReconNet(nn.Module):
-    """ResNet + zero-initialised 1x1 heads (Deep3D's ``ReconNetWrapper``).
+    """ResNet + zero-initialised 1x1 heads (Deep3D's ``ReconNetWrapper``), optional eye branch.
 
     Args:
         spec: architecture.
@@ -140,12 +243,30 @@ class ReconNet(nn.Module):
         for layer in self.final_layers:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.eye_branch = EyeBranch(spec) if spec.eye_branch else None
+        if spec.eye_branch:
+            # positions of each eye's blendshapes in the raw output (exp follows id)
+            self.register_buffer("eye_columns", eye_shape_indices() + spec.n_id,
+                                 persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) RGB in [0, 1] -> (B, sum(dims)) raw coefficients."""
+    def forward(self, images: torch.Tensor, eye_crops: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """(B, 3, S, S) RGB in [0, 1] (+ (B, 2, s, s) eye crops) -> (B, sum(dims)) raw.
+
+        Raises:
+            ValueError: the network has an eye branch and no eye crops were given.
+        """
         x = (images - INPUT_MEAN) / INPUT_STD
         f = self.backbone.avgpool(self.backbone.features(x))  # (B, C, 1, 1)
-        return torch.cat([layer(f).flatten(1) for layer in self.final_layers], 1)
+        raw = torch.cat([layer(f).flatten(1) for layer in self.final_layers], 1)
+        if self.eye_branch is None:
+            return raw
+        if eye_crops is None:
+            raise ValueError("this network reads the eyes from eye crops: pass eye_crops "
+                             "(methods.elam.eye_crops.cut_eye_crops of the photo).")
+        eyes = self.eye_branch(eye_crops)  # (B, 2, k)
+        cols = self.eye_columns.reshape(-1)
+        return raw.index_copy(1, cols, eyes.reshape(raw.shape[0], -1))
 
     def split(self, raw: torch.Tensor) -> Coefficients:
         """Raw output -> :class:`Coefficients` (translation scaled, template distance added)."""
@@ -154,9 +275,10 @@ class ReconNet(nn.Module):
         parts[5] = t + t.new_tensor([0.0, 0.0, self.spec.crop_distance])
         return Coefficients(*parts)
 
-    def coefficients(self, images: torch.Tensor) -> Coefficients:
-        """``split(forward(images))``."""
-        return self.split(self(images))
+    def coefficients(self, images: torch.Tensor,
+                     eye_crops: torch.Tensor | None = None) -> Coefficients:
+        """``split(forward(images, eye_crops))``."""
+        return self.split(self(images, eye_crops))
 
 
 class Geometry(NamedTuple):

@@ -101,7 +101,7 @@ def net_spec(cfg: TrainConfig) -> NetSpec:
     """The architecture of a config."""
     return NetSpec(depth=cfg.depth, width=cfg.width, input_size=cfg.input_size, n_id=cfg.n_id,
                    crop_distance=cfg.crop_distance, align_rotation=cfg.align_rotation,
-                   photo_region=cfg.photo_region)
+                   photo_region=cfg.photo_region, eye_branch=cfg.eye_branch)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -117,7 +117,7 @@ def step_losses(net: ReconNet, dec: FaceDecoder, batch: Any, cfg: TrainConfig,
                 identity: Any | None = None, shape_gram: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
     """Forward pass and every loss term of one batch (see ``losses.total_loss``)."""
-    c = net.coefficients(batch.images)
+    c = net.coefficients(batch.images, batch.eye_crops)
     geo = dec.geometry(c)
     out = dec.render(geo, c)
     targets = landmark_targets(batch.landmarks, batch.p_closed, cfg)
@@ -202,7 +202,7 @@ def evaluate_dev(net: ReconNet, dec: FaceDecoder, data: TrainingData, cfg: Train
     for s in range(0, len(idx), batch_size):
         rows = idx[s: s + batch_size]
         b = make_batch(data, rows).to(device)
-        c = net.coefficients(b.images)
+        c = net.coefficients(b.images, b.eye_crops)
         geo = dec.geometry(c)
         lmk3d = geo.vertices[:, dec.landmark_ids].cpu().numpy()
         opens.append(M.eye_openness(lmk3d))
@@ -298,20 +298,27 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
     train_rows = data.train_index
     if len(train_rows) == 0:
         raise ValueError("no training rows left after the dev hold-out.")
+    if spec.eye_branch and data.eye_crops is None:
+        raise ValueError("the eye branch needs eye crops in the prepared data; rebuild it "
+                         "(prepare_data) or train with --no-eye-branch.")
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "last.pt"
 
     torch.manual_seed(cfg.seed)
-    net = ReconNet(spec).to(device)
+    net = ReconNet(spec)
+    eye_encoder = net.eye_branch.load_detector() if net.eye_branch is not None else None
+    net = net.to(device)
     dec = FaceDecoder(spec).to(device)
     identity = None
     if cfg.identity_weights:
         from methods.elam_ldl.identity import IdentityLoss
 
         identity = IdentityLoss(cfg.identity_weights, device=device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    shape_gram = (torch.as_tensor(ShapeBasis(cfg.n_id).gram, dtype=torch.float32).to(device)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                           weight_decay=cfg.weight_decay)
+    shape_gram = (torch.as_tensor(ShapeBasis(cfg.n_id).gram_aligned, dtype=torch.float32)
+                  .to(device)
                   if cfg.w_shape_synthetic > 0 and data.shape_target is not None else None)
     groups = row_groups(data)
     step0 = 0
@@ -387,6 +394,7 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
         "train_seconds": round(seconds_total, 1), "machine": _machine(),
         "threads": cfg.threads, "device": device, "data_key": data.key, "dev": dev,
         "identity_loss": bool(cfg.identity_weights),
+        "eye_encoder": eye_encoder,
     }
     state = export_state(net.cpu(), cfg.to_dict(), meta)
     exports = [run_dir / "final.pt"]
