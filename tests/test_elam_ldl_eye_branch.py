@@ -150,3 +150,32 @@ def test_the_branch_survives_the_float16_checkpoint(tmp_path):
         a = net.coefficients(images, eyes).exp[:, EYE_COLS.ravel()]
         b = loaded.coefficients(images, eyes).exp[:, EYE_COLS.ravel()]
     torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
+
+
+def test_ablation_speed_measurement_feeds_the_eye_branch(tmp_path, monkeypatch):
+    """The ablation's speed figures run the network as the method does (eye crops too)."""
+    import benchmark.datasets.synthetic as synthetic
+    from methods.elam_ldl.ablate import measure_speed
+    from methods.landmarks import dlib_available, read_image
+
+    if dlib_available():
+        pytest.skip(dlib_available())
+
+    class TwoPhotos:
+        def __init__(self, **kwargs):
+            pass
+
+        def sample_ids(self):
+            return ["synthetic_face_224", "synthetic_face_closed_224"]
+
+        def load_sample(self, name):
+            class Sample:
+                def load_image(self, name=name):
+                    return read_image(DATA / f"{name}.png")
+            return Sample()
+
+    monkeypatch.setattr(synthetic, "SyntheticDataset", TwoPhotos)
+    path = tmp_path / "net.pt"
+    torch.save(export_state(_net(), {}, {}), path)
+    out = measure_speed(path, n_images=2, batch=2, repeats=1)
+    assert out["detected"] == 2 and out["end_to_end_images_per_second"] > 0

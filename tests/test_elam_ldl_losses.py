@@ -88,10 +88,15 @@ def test_elam_targets_used_when_on_raw_when_off():
     p = torch.tensor([[1.0, 0.0], [0.0, 0.5]])
     off = landmark_targets(lm, p, TrainConfig.preset("ldl"))
     assert torch.equal(off, lm)
-    on = landmark_targets(lm, p, TrainConfig.preset("elam-ldl"))
+    soft = dataclasses.replace(TrainConfig.preset("elam-ldl"), elam_variant="soft")
+    on = landmark_targets(lm, p, soft)
     gaps = (on[:, [37, 38, 43, 44]] - on[:, [41, 40, 47, 46]]).norm(dim=-1)
     np.testing.assert_allclose(gaps[0].numpy(), [0, 0, 8, 8], atol=1e-5)  # eye 0 closed
     np.testing.assert_allclose(gaps[1].numpy(), [8, 8, 4, 4], atol=1e-5)  # eye 1 half
+    # the shipped rule (two-way-hard): P 0.5 is not above the threshold, so eye 1 stays
+    shipped = landmark_targets(lm, p, TrainConfig.preset("elam-ldl"))
+    gaps = (shipped[:, [37, 38, 43, 44]] - shipped[:, [41, 40, 47, 46]]).norm(dim=-1)
+    np.testing.assert_allclose(gaps.numpy(), [[0, 0, 8, 8], [8, 8, 8, 8]], atol=1e-5)
     # corners and non-eye points never move
     keep = [i for i in range(68) if i not in (37, 38, 40, 41, 43, 44, 46, 47)]
     assert torch.equal(on[:, keep], lm[:, keep])

@@ -339,6 +339,7 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
     import torch
 
     from benchmark.datasets.synthetic import SyntheticDataset
+    from methods.elam.eye_crops import cut_eye_crops
     from methods.elam_ldl.align import fit_similarity, five_points, template_points, warp_image
     from methods.elam_ldl.model import FaceDecoder, load_checkpoint
     from methods.landmarks import DlibProvider
@@ -362,13 +363,19 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
     t_detect = best(lambda: [prov.detect(im) for im in images]) / len(images)
     tpl = template_points(net.spec.input_size, net.spec.crop_distance)
 
-    def align() -> list[np.ndarray]:
-        return [warp_image(im, fit_similarity(five_points(lm), tpl, net.spec.align_rotation),
-                           net.spec.input_size)[0] for im, lm in found]
+    spec = net.spec
 
-    crops = align()
-    t_align = best(align) / max(len(found), 1)
+    def align() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        faces = [warp_image(im, fit_similarity(five_points(lm), tpl, spec.align_rotation),
+                            spec.input_size)[0] for im, lm in found]
+        eyes = ([cut_eye_crops(im, lm, spec.eye_crop_size, spec.eye_enlarge)
+                 for im, lm in found] if spec.eye_branch else [])
+        return faces, eyes
+
+    crops, eye_crops = align()
+    t_align = best(align) / max(len(found), 1)  # the eye crops count as alignment
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+    ex = torch.from_numpy(np.stack(eye_crops)).float() if eye_crops else None
     net_times: dict[str, float] = {}
     old_threads = torch.get_num_threads()
     try:
@@ -380,7 +387,8 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
                 def forward(bs: int = bs, n: int = n) -> None:
                     with torch.no_grad():
                         for s in range(0, n, bs):
-                            dec.geometry(net.coefficients(x[s: s + bs]))
+                            eyes = ex[s: s + bs] if ex is not None else None
+                            dec.geometry(net.coefficients(x[s: s + bs], eyes))
 
                 forward()  # warm-up
                 net_times[f"threads{threads}_batch{bs}"] = best(forward) / max(n, 1)

@@ -68,12 +68,13 @@ class TrainConfig:
     use_elam: bool = _f(True, "ELAM: eye-state detector + rule adjust the eyelid landmarks that "
                               "supervise training (landmark loss and LDL targets)")
     use_ldl: bool = _f(True, "LDL: local dynamic loss on eyelid and lip pair distances")
-    elam_variant: str = _f("soft", "ELAM rule: soft (the paper's), hard, target, two-way or "
-                                      "two-way-hard (methods.elam.rule; two-way also reopens "
-                                      "a lid gap the landmarks closed on an eye the detector "
-                                      "sees open; -hard thresholds P first)")
+    elam_variant: str = _f("two-way-hard", "ELAM rule: soft (the paper's), hard, target, "
+                                              "two-way or two-way-hard (shipped; "
+                                              "methods.elam.rule: two-way also reopens a lid "
+                                              "gap the landmarks closed on an eye the "
+                                              "detector sees open; -hard thresholds P first)")
     elam_threshold: float = _f(0.5, "ELAM hard rules: P(closed) above this closes the eye")
-    elam_open_floor: float = _f(0.18, "ELAM two-way rules: smallest lid gap of an open eye, "
+    elam_open_floor: float = _f(0.22, "ELAM two-way rules: smallest lid gap of an open eye, "
                                       "in eye widths")
 
     # -- network ---------------------------------------------------------------------
