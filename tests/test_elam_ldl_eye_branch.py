@@ -86,8 +86,7 @@ def test_the_encoder_is_the_shipped_eye_state_detector():
                             _photo_crops("synthetic_face_closed_224")])
     branch = net.eye_branch
     with torch.no_grad():
-        x = branch.encoder.standardise(torch.from_numpy(crops)[:, None])
-        logit = branch.encoder.head[2](branch.encoder.features(x).mean(dim=(2, 3)))[:, 0]
+        logit = branch.encoder.logit(branch.encoder.pooled(torch.from_numpy(crops)[:, None]))
     np.testing.assert_allclose(torch.sigmoid(logit).numpy(),
                                EyeStateDetector().predict_crops(crops), atol=1e-5)
 

@@ -83,11 +83,17 @@ class EyeStateNet(nn.Module):
         std = x.std(dim=(1, 2, 3), keepdim=True).clamp(min=0.05)
         return (x - mean) / std
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) crops -> (B, 4 width) pooled features (what the logit reads)."""
+        return self.features(self.standardise(x)).mean(dim=(2, 3))
+
+    def logit(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, 4 width) pooled features -> (B,) logits, without dropout."""
+        return self.head[2](pooled)[:, 0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) crops -> (B,) logits of P(closed)."""
-        f = self.features(self.standardise(x))
-        f = f.mean(dim=(2, 3), keepdim=True)
-        return self.head(f)[:, 0]
+        return self.head(self.pooled(x))[:, 0]
 
 
 class WeightsMissingError(FileNotFoundError):

@@ -221,9 +221,8 @@ class EyeBranch(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 2, S, S) canonical grey crops in [0, 1] -> (B, 2, len(EYE_SHAPES))."""
         b = crops.shape[0]
-        x = self.encoder.standardise(crops.reshape(b * 2, 1, *crops.shape[2:]))
-        f = self.encoder.features(x).mean(dim=(2, 3))
-        logit = self.encoder.head[2](f)  # the detector's P(closed) logit (dropout off)
+        f = self.encoder.pooled(crops.reshape(b * 2, 1, *crops.shape[2:]))
+        logit = self.encoder.logit(f)[:, None]  # the detector's P(closed) logit
         return self.head(torch.cat([f, logit], 1)).view(b, 2, -1)
 
 
