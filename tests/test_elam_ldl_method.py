@@ -216,4 +216,14 @@ def test_ablation_tables_render_values_and_differences():
     table = render_tables(numbers)
     assert "| `elam-ldl` | ✓ | ✓ | 10 (9) | 0.800 [0.700, 0.900] | 1.52 [1.41, 1.63] |" in table
     assert "+0.700 [+0.600, +0.800]" in table and "+0.02 [-0.01, +0.05]" in table
+    assert "against `mean-shape`" not in table
     assert "# ELAM / LDL ablation" in render_report(numbers, table, [], Path("."))
+    # the floor: scan-to-mesh differences against the mean shape, with its own figure
+    numbers["datasets"]["synthetic/test"]["floor"] = {
+        "metrics": {"s2m_median_mm": m(1.40, 1.30, 1.51)},
+        "diff": {"deep3d-recipe": {"s2m_median_mm": m(0.1, 0.05, 0.15)},
+                 "elam-ldl": {"s2m_median_mm": m(-0.12, -0.2, -0.04)}}}
+    table = render_tables(numbers)
+    assert "against `mean-shape` (the template, S2M median (mm) 1.40 [1.30, 1.51])" in table
+    assert "| `elam-ldl` | -0.12 [-0.20, -0.04] |" in table
+    assert "| `deep3d-recipe` | +0.10 [+0.05, +0.15] |" in table

@@ -230,6 +230,21 @@ def test_gt_mesh_landmarks_and_scan(samples):
         assert np.median(d) > 1e-5 and np.percentile(d, 99) < 4e-3
 
 
+def test_neutral_plus_expression_weights_rebuild_the_gt_mesh(cache, samples):
+    from methods.facemodel import load_ict
+
+    full = load_ict("full")
+    ds = SyntheticDataset(split="test", n=N, workers=1, progress=False)
+    basis = full.exp_basis.reshape(full.n_exp, -1).astype(np.float64)
+    for s in samples:
+        w = ds.expression_coeffs(s.id)
+        assert w.shape == (full.n_exp,) and w.dtype == np.float32 and w.min() >= 0
+        rebuilt = ds.neutral_vertices(s.id) + (w.astype(np.float64) @ basis).reshape(-1, 3)
+        np.testing.assert_allclose(rebuilt, s.gt_vertices, atol=2e-6)
+    with pytest.raises(KeyError):
+        ds.expression_coeffs("test-999999")
+
+
 def test_subject_detail_goes_beyond_fifty_modes():
     cfg = SyntheticConfig()
     s = make_subject(cfg, "test", 0)

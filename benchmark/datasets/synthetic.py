@@ -140,9 +140,7 @@ class SyntheticDataset(Dataset):
         Raises:
             KeyError: the id is not in this split (or beyond ``n``).
         """
-        index = self._index(sample_id)
-        if not self.store.npz_path(index).is_file():
-            self.prepare()
+        index = self._generated(sample_id)
         try:
             d, png = self.store.read(index)
             subj = self._subject(subject_of(self.config, index))
@@ -165,15 +163,30 @@ class SyntheticDataset(Dataset):
         from benchmark.synthetic.scene import gt_vertices
         from methods.facemodel.ict import load_ict
 
-        index = self._index(sample_id)
-        if not self.store.npz_path(index).is_file():
-            self.prepare()
+        index = self._generated(sample_id)
         subj = self._subject(subject_of(self.config, index))
         model = load_ict("full")
         return gt_vertices(model, subj["id_coeffs"], np.zeros(model.n_exp),
                            subj["displacement"])
 
+    def expression_coeffs(self, sample_id: str) -> np.ndarray:
+        """The sample's (53,) float32 ICT expression weights (blinks included).
+
+        Raises:
+            KeyError: the id is not in this split (or beyond ``n``).
+        """
+        index = self._generated(sample_id)
+        d, _ = self.store.read(index)
+        return np.asarray(d["exp_coeffs"], np.float32)
+
     # ------------------------------------------------------------------ helpers
+
+    def _generated(self, sid: str) -> int:
+        """The sample's index, generating the split first if its file is missing."""
+        index = self._index(sid)
+        if not self.store.npz_path(index).is_file():
+            self.prepare()
+        return index
 
     def _index(self, sid: str) -> int:
         prefix = f"{self.split}-"

@@ -45,6 +45,11 @@ from methods.elam_ldl.config import VARIANTS, TrainConfig, default_checkpoint
 logger = logging.getLogger(__name__)
 
 BASELINE = "deep3d-recipe"
+#: The floor every network must beat on shape: scan-to-mesh differences are also taken
+#: against it (paired, same samples), so "below the mean shape" is a tested claim.
+FLOOR = "mean-shape"
+#: Metrics compared against :data:`FLOOR`.
+FLOOR_METRICS = ("s2m_median_mm", "s2m_mean_mm")
 #: Columns of the ablation table: (metric, title).
 TABLE_METRICS = (
     ("eye_acc", "eye acc"), ("eye_f1", "eye F1"), ("image_acc", "image acc"),
@@ -173,7 +178,7 @@ def ablate(
                             device, progress)
     method_options = ({v: {"checkpoint": str(p)} for v, p in ckpts.items()}
                       if weights_dir else {})
-    rc = RunConfig(methods=",".join(variants), datasets=",".join(datasets),
+    rc = RunConfig(methods=",".join([*variants, FLOOR]), datasets=",".join(datasets),
                    output_dir=str(output_dir), limit=limit, bootstrap=bootstrap, seed=seed,
                    device=device, workers=workers, method_options=method_options,
                    leaderboard=False)
@@ -187,7 +192,8 @@ def ablate(
     for rec in summary.records:
         by_dataset.setdefault(f"{rec.dataset}/{rec.split}", {})[rec.method] = rec
     for key, recs in by_dataset.items():
-        entry: dict[str, Any] = {"metrics": {}, "diff": {}, "counts": {}}
+        entry: dict[str, Any] = {"metrics": {}, "diff": {}, "counts": {}, "floor": {}}
+        floor = recs.pop(FLOOR, None)
         for v, rec in recs.items():
             entry["counts"][v] = {"n": rec.n_samples, "ok": rec.n_ok, "no_face": rec.n_no_face,
                                   "error": rec.n_error, "status": rec.status}
@@ -198,6 +204,15 @@ def ablate(
             for v, rec in recs.items():
                 if v != BASELINE and rec.status == "ok":
                     entry["diff"][v] = paired_differences(rec, base, cache_root, bootstrap, seed)
+        if floor is not None and floor.status == "ok" and any(
+                floor.metrics.get(m) for m in FLOOR_METRICS):
+            entry["floor"] = {
+                "metrics": {m: floor.metrics.get(m) for m in FLOOR_METRICS
+                            if floor.metrics.get(m)},
+                "diff": {v: paired_differences(rec, floor, cache_root, bootstrap, seed,
+                                               FLOOR_METRICS)
+                         for v, rec in recs.items() if rec.status == "ok"},
+            }
         numbers["datasets"][key] = entry
     if speed:
         try:
@@ -280,11 +295,13 @@ def _score_rows(rec: Any, cache_root: Path) -> tuple[list[dict], dict[str, np.nd
 
 
 def paired_differences(rec: Any, base: Any, cache_root: Path, n_boot: int = 1000,
-                       seed: int = 0) -> dict[str, dict[str, float | None]]:
+                       seed: int = 0, names: Sequence[str] | None = None
+                       ) -> dict[str, dict[str, float | None]]:
     """``metric(rec) - metric(base)`` with a paired subject-bootstrap 95 % interval.
 
     Only samples predicted successfully by both enter. Returns ``{metric: {value, ci_low,
-    ci_high}}`` for the metrics of :data:`TABLE_METRICS` that both records have.
+    ci_high}}`` for the metrics of :data:`TABLE_METRICS` (or ``names``) that both records
+    have.
     """
     import metrics as M
     from benchmark.scoring import METRICS, ScoreTable
@@ -300,7 +317,7 @@ def paired_differences(rec: Any, base: Any, cache_root: Path, n_boot: int = 1000
     ta = ScoreTable([ok_a[s] for s in common], {s: dist_a[s] for s in common if s in dist_a})
     tb = ScoreTable([ok_b[s] for s in common], {s: dist_b[s] for s in common if s in dist_b})
     subjects = np.array([str(ok_a[s]["subject"]) for s in common])
-    for name, _ in TABLE_METRICS:
+    for name in (names if names is not None else [m for m, _ in TABLE_METRICS]):
         if name not in (rec.metrics or {}) or name not in (base.metrics or {}):
             continue
         spec = METRICS.get(name)
@@ -425,6 +442,17 @@ def _fmt_for(metric: str, signed: bool = False) -> str:
     return "{:+.3f}" if signed else "{:.3f}"
 
 
+def _diff_table(caption: str, diffs: dict[str, dict], metrics: Sequence[str],
+                titles: dict[str, str]) -> list[str]:
+    """Markdown lines: a caption and one row of signed differences with CIs per variant."""
+    lines = [caption, "", "| variant | " + " | ".join(titles[m] for m in metrics) + " |",
+             "|---" * (1 + len(metrics)) + "|"]
+    for v, d in diffs.items():
+        cells = [_ci(d.get(m), _fmt_for(m, signed=True)) for m in metrics]
+        lines.append(f"| `{v}` | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def render_tables(numbers: dict[str, Any]) -> str:
     """Markdown tables: per dataset, values with CIs, then differences vs the baseline."""
     lines: list[str] = []
@@ -445,14 +473,20 @@ def render_tables(numbers: dict[str, Any]) -> str:
                          f"{c['n']} ({c['ok']}) | " + " | ".join(cells) + " |")
         lines.append("")
         if entry["diff"]:
-            lines += [f"Differences vs `{BASELINE}` (paired bootstrap over subjects, 95 % CI; "
-                      "eye metrics: higher is better, S2M and openness MAE: lower is better):",
-                      "", "| variant | " + " | ".join(titles[m] for m in present) + " |",
-                      "|---" * (1 + len(present)) + "|"]
-            for v, d in entry["diff"].items():
-                cells = [_ci(d.get(m), _fmt_for(m, signed=True)) for m in present]
-                lines.append(f"| `{v}` | " + " | ".join(cells) + " |")
-            lines.append("")
+            lines += _diff_table(
+                f"Differences vs `{BASELINE}` (paired bootstrap over subjects, 95 % CI; "
+                "eye metrics: higher is better, S2M and openness MAE: lower is better):",
+                entry["diff"], present, titles)
+        floor = entry.get("floor") or {}
+        if floor.get("diff"):
+            shown = [m for m in FLOOR_METRICS if m in floor["metrics"]]
+            lines += _diff_table(
+                f"Scan-to-mesh against `{FLOOR}` (the template, "
+                + ", ".join(f"{titles[m]} {_ci(floor['metrics'][m], _fmt_for(m))}"
+                            for m in shown)
+                + "): differences on the samples both predicted, paired bootstrap over "
+                "subjects, 95 % CI; below zero = closer to the scans than the mean shape:",
+                floor["diff"], shown, titles)
     for name, reason in numbers.get("skipped", {}).items():
         lines.append(f"Dataset `{name}` not evaluated: {reason}")
     return "\n".join(lines)

@@ -113,6 +113,12 @@ class TrainConfig:
                                         "squared face-region vertex error (mm^2) to the "
                                         "subject's true neutral face projected on the n_id "
                                         "modes (0: weak supervision only, as the paper)")
+    w_exp_synthetic: float = _f(2.0, "expression supervision on synthetic train rows: mean "
+                                      "squared face-region displacement (mm^2, similarity "
+                                      "part removed) of the error in the ICT blendshapes "
+                                      "that are not the eye branch's (brows, cheeks, nose, "
+                                      "jaw, mouth); eyelids and gaze stay weakly supervised "
+                                      "(0: off)")
     w_feat: float = _f(0.2, "perceptual identity loss (Deep3D w_feat; active only with "
                             "identity_weights)")
     identity_weights: str | None = _f(None, "ArcFace iResNet state dict (insightface "
@@ -209,8 +215,9 @@ class TrainConfig:
         if self.eye_branch and self.aug_eye_swap > 0:
             raise ValueError("aug_eye_swap pastes eyes into the face crop but not into the "
                              "eye branch's crops; use it with eye_branch off.")
-        if self.w_shape_synthetic < 0:
-            raise ValueError(f"w_shape_synthetic must be >= 0, got {self.w_shape_synthetic}.")
+        for name in ("w_shape_synthetic", "w_exp_synthetic"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not 0.0 <= self.dev_fraction < 0.5:
             raise ValueError(f"dev_fraction must be in [0, 0.5), got {self.dev_fraction}.")
         if self.device not in ("cpu", "cuda"):

@@ -2,9 +2,9 @@
 
 Room: turning the training sources into arrays the training loop samples from, and the
 batch augmentation. The supervision is the photo itself, dlib's 68 landmarks and the
-eye-state detector's P(closed) per eye (ELAM's input); the one piece of 3D ground truth
-stored is each synthetic row's identity target (:class:`ShapeBasis`), which only the
-opt-in ``w_shape_synthetic`` term reads.
+eye-state detector's P(closed) per eye (ELAM's input); the 3D ground truth stored is each
+synthetic row's identity target and expression weights (:class:`ShapeBasis`), which only
+the ``w_shape_synthetic`` / ``w_exp_synthetic`` terms read.
 
 Sources (``TrainConfig.sources`` / ``folders``):
 
@@ -32,6 +32,7 @@ validity masks and landmarks move together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -50,7 +51,7 @@ from methods.elam_ldl.config import REAL_SOURCE, SYNTHETIC_SOURCE, TrainConfig
 logger = logging.getLogger(__name__)
 
 #: Version of the prepared-data format and recipe (part of the cache key).
-DATA_VERSION = "3"
+DATA_VERSION = "4"
 SOURCE_CODES = {SYNTHETIC_SOURCE: 0, REAL_SOURCE: 1, "folder": 2}
 
 #: iBUG-68 index of each landmark's mirror image (horizontal flip).
@@ -83,6 +84,8 @@ class TrainingData:
         shape_target: (N, n_id) float32 identity coefficients of the synthetic rows' true
             neutral face (:meth:`ShapeBasis.project`), NaN on every other row; ``None`` when the
             data was built without them.
+        exp_target: (N, 53) float32 ICT expression weights of the synthetic rows (the
+            generator's), NaN on every other row; ``None`` in data prepared before it.
     """
 
     images: np.ndarray
@@ -97,6 +100,7 @@ class TrainingData:
     key: str
     shape_target: np.ndarray | None = None
     eye_crops: np.ndarray | None = None
+    exp_target: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -132,6 +136,7 @@ class _Photo:
     eye_label: tuple[int, int]
     gt_landmarks: np.ndarray | None = None  # the dataset's own landmarks (``landmarks=gt``)
     neutral: np.ndarray | None = None  # synthetic only: the true neutral mesh (V, 3) metres
+    expression: np.ndarray | None = None  # synthetic only: the true (53,) expression weights
 
 
 def _synthetic_photos(cfg: TrainConfig) -> list[_Photo]:
@@ -144,7 +149,8 @@ def _synthetic_photos(cfg: TrainConfig) -> list[_Photo]:
         s = ds.load_sample(sid)
         neutral = ds.neutral_vertices(sid)
         out.append(_Photo(SYNTHETIC_SOURCE, sid, str(s.subject), s.load_image,
-                          (int(s.eye_state[0]), int(s.eye_state[1])), s.landmarks2d, neutral))
+                          (int(s.eye_state[0]), int(s.eye_state[1])), s.landmarks2d, neutral,
+                          ds.expression_coeffs(sid)))
     return out
 
 
@@ -206,6 +212,10 @@ class ShapeBasis:
     subjects that similarity part is 55 % of the mean face's error (18.7 mm^2 in all,
     8.4 mm^2 after removing it): without the projection the target is dominated by what
     no image shows.
+
+    :attr:`exp_gram_aligned` is the same for the ICT expression blendshapes (all 53, in the
+    model's order): ``e^T G_e e`` is the mean squared face-region displacement (mm^2, after
+    the similarity part) of an expression weight difference ``e``; ``n_exp`` their count.
     """
 
     def __init__(self, n_id: int) -> None:
@@ -224,6 +234,12 @@ class ShapeBasis:
         q = np.linalg.qr(similarity_directions(self._mean))[0]  # (3R, 7) orthonormal
         residual = self._matrix - q @ (q.T @ self._matrix)
         self.gram_aligned = (residual.T @ residual) / n * 1e6
+        exp = model.exp_basis[:, self.region].astype(np.float64)  # (J, R, 3)
+        self.n_exp = int(exp.shape[0])
+        self.exp_names = tuple(model.exp_names)
+        exp_matrix = exp.reshape(self.n_exp, -1).T
+        exp_residual = exp_matrix - q @ (q.T @ exp_matrix)
+        self.exp_gram_aligned = (exp_residual.T @ exp_residual) / n * 1e6
         self._pinv = np.linalg.pinv(self._matrix)  # (K, 3R): one product per projection
 
     def project(self, neutral: np.ndarray) -> np.ndarray:
@@ -234,6 +250,44 @@ class ShapeBasis:
         target = (np.asarray(neutral, np.float64)[: self.n_vertices][self.region]
                   - self._mean).ravel()
         return (self._pinv @ target).astype(np.float32)
+
+
+def expression_mirror(names: tuple[str, ...]) -> np.ndarray:
+    """Index of each ICT blendshape's mirror image (horizontal flip of the face).
+
+    ``_L`` <-> ``_R``, ``jawLeft`` <-> ``jawRight``, ``mouthLeft`` <-> ``mouthRight``; the
+    others (``jawOpen``, ``mouthFunnel``, ...) map to themselves. Weights of a mirrored face:
+    ``w[expression_mirror(names)]``.
+
+    Raises:
+        ValueError: a name's mirror is not in ``names``.
+    """
+    swaps = {"jawLeft": "jawRight", "jawRight": "jawLeft",
+             "mouthLeft": "mouthRight", "mouthRight": "mouthLeft"}
+    out = []
+    for name in names:
+        if name in swaps:
+            other = swaps[name]
+        elif name.endswith("_L"):
+            other = name[:-2] + "_R"
+        elif name.endswith("_R"):
+            other = name[:-2] + "_L"
+        else:
+            other = name
+        if other not in names:
+            raise ValueError(f"blendshape {name!r} has no mirror {other!r} in the model.")
+        out.append(names.index(other))
+    return np.asarray(out, np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def _exp_mirror(n_exp: int) -> np.ndarray:
+    from methods.facemodel.ict import load_ict
+
+    names = tuple(load_ict("narrow").exp_names)
+    if len(names) != n_exp:
+        raise ValueError(f"expression targets have {n_exp} weights, ICT has {len(names)}.")
+    return expression_mirror(names)
 
 
 def similarity_directions(points: np.ndarray) -> np.ndarray:
@@ -337,9 +391,11 @@ def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> 
     tpl = template_points(size, crop_distance)
     rows: dict[str, list[Any]] = {k: [] for k in ("images", "valid", "landmarks", "p_closed",
                                                   "source", "dev", "eye_label", "ids",
-                                                  "shape_target", "eye_crops")}
+                                                  "shape_target", "eye_crops",
+                                                  "exp_target")}
     shape_basis = ShapeBasis(cfg.n_id)
     no_shape = np.full(cfg.n_id, np.nan, np.float32)
+    no_exp = np.full(shape_basis.n_exp, np.nan, np.float32)
     counts: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
     for ph in tqdm(photos, desc="preparing ELAM+LDL training data", disable=not progress,
@@ -381,6 +437,8 @@ def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> 
         rows["ids"].append(f"{ph.source}:{ph.id}")
         rows["shape_target"].append(shape_basis.project(ph.neutral) if ph.neutral is not None
                                     else no_shape)
+        rows["exp_target"].append(np.asarray(ph.expression, np.float32)
+                                  if ph.expression is not None else no_exp)
         c["kept"] += 1
     if not rows["images"]:
         raise ValueError(f"no training photo had a detectable face ({counts}).")
@@ -395,6 +453,7 @@ def _build(cfg: TrainConfig, crop_distance: float, key: str, progress: bool) -> 
         counts=counts, key=key,
         shape_target=np.stack(rows["shape_target"]).astype(np.float32),
         eye_crops=np.stack(rows["eye_crops"]),
+        exp_target=np.stack(rows["exp_target"]).astype(np.float32),
     )
 
 
@@ -443,6 +502,8 @@ class Batch:
         index: (B,) rows of the :class:`TrainingData`.
         shape_target: (B, n_id) identity targets (NaN rows: none), or None.
         eye_crops: (B, 2, s, s) float canonical eye crops in [0, 1], or None.
+        exp_target: (B, 53) expression weights (NaN rows: none; mirrored on flipped rows),
+            or None.
     """
 
     images: Any
@@ -452,13 +513,16 @@ class Batch:
     index: np.ndarray
     shape_target: Any = None
     eye_crops: Any = None
+    exp_target: Any = None
 
     def to(self, device: str) -> Batch:
         """The batch on ``device``."""
-        st = self.shape_target.to(device) if self.shape_target is not None else None
-        ec = self.eye_crops.to(device) if self.eye_crops is not None else None
+        def move(t: Any) -> Any:
+            return t.to(device) if t is not None else None
+
         return Batch(self.images.to(device), self.valid.to(device), self.landmarks.to(device),
-                     self.p_closed.to(device), self.index, st, ec)
+                     self.p_closed.to(device), self.index, move(self.shape_target),
+                     move(self.eye_crops), move(self.exp_target))
 
 
 def batch_indices(train_index: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:
@@ -493,10 +557,12 @@ def make_batch(data: TrainingData, index: np.ndarray, images: np.ndarray | None 
           else None)
     ec = (torch.from_numpy(data.eye_crops[index].astype(np.float32))
           if data.eye_crops is not None else None)
+    et = torch.from_numpy(data.exp_target[index]) if data.exp_target is not None else None
     return Batch(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
                  / 255.0, torch.from_numpy(data.valid[index]).float(),
                  torch.from_numpy(np.asarray(landmarks, np.float32)),
-                 torch.from_numpy(np.asarray(p_closed, np.float32)), np.asarray(index), st, ec)
+                 torch.from_numpy(np.asarray(p_closed, np.float32)), np.asarray(index), st, ec,
+                 et)
 
 
 def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
@@ -505,7 +571,10 @@ def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
     The map from input to output crop pixels is ``out = s R (flip(in) - c) + c + d`` with
     ``c`` the crop centre; images and masks are resampled (bilinear), landmarks mapped and,
     on flips, re-indexed with :data:`FLIP_68` (P(closed) and the canonical eye crops swap
-    eyes: a mirrored face's canonical crops are the original ones in the other order).
+    eyes: a mirrored face's canonical crops are the original ones in the other order;
+    expression targets follow :func:`expression_mirror`). The identity target is left as it
+    is on flips: ICT's identity modes are close to symmetric, and a mirrored mesh's
+    coefficients would need a vertex correspondence the model does not ship.
     """
     import torch
     import torch.nn.functional as F
@@ -539,6 +608,7 @@ def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
     lm = batch.landmarks.clone()
     p = batch.p_closed.clone()
     eyes = batch.eye_crops.clone() if batch.eye_crops is not None else None
+    et = batch.exp_target.clone() if batch.exp_target is not None else None
     if flip.any():
         flipped = lm[flip][:, torch.from_numpy(FLIP_68)]
         flipped[..., 0] = s - flipped[..., 0]
@@ -546,7 +616,9 @@ def augment_batch(batch: Batch, cfg: TrainConfig, seed: int) -> Batch:
         p[flip] = p[flip][:, [1, 0]]
         if eyes is not None:
             eyes[flip] = eyes[flip][:, [1, 0]]
+        if et is not None:
+            et[flip] = et[flip][:, torch.from_numpy(_exp_mirror(et.shape[1]))]
     c = s / 2.0
     lm = torch.einsum("bij,bkj->bki", rot * scale[:, None, None], lm - c) + c \
         + shift[:, None, :] * s
-    return Batch(images, valid, lm, p, batch.index, batch.shape_target, eyes)
+    return Batch(images, valid, lm, p, batch.index, batch.shape_target, eyes, et)

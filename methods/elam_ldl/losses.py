@@ -20,6 +20,10 @@ combines them with the named weights of :class:`~methods.elam_ldl.config.TrainCo
   (``d_hat``) and target (``d``) landmarks;
   ``L = w_eye mean_Keye |d_hat - d| + w_lip mean_Klip |d_hat - d|``, each distance
   optionally divided by the *target* eye width (|36-39| or |42-45|) or mouth width (|48-54|).
+* :func:`shape_loss` / :func:`expression_loss` -- ours (issue 16), synthetic rows only:
+  the face-region displacement (mm^2, similarity part removed) of the identity error and
+  of the error in the non-eye expression weights (Gram matrices of
+  :class:`methods.elam_ldl.data.ShapeBasis`).
 * :func:`landmark_targets` -- ELAM: with ``use_elam`` the detected landmarks are moved by
   :func:`methods.elam.rule.elam_adjust` with the detector's P(closed); the adjusted set
   replaces the detected one in *both* the landmark loss and the LDL targets.
@@ -183,13 +187,36 @@ def shape_loss(id_coeffs: torch.Tensor, target: torch.Tensor | None,
     Returns:
         Scalar; zero when no row has a target.
     """
+    return _gram_error(id_coeffs, target, gram)
+
+
+def _gram_error(pred: torch.Tensor, target: torch.Tensor | None,
+                gram: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``d^T G d`` over the rows with a target (``d = pred - target``); 0 if none."""
     if target is None or gram is None:
-        return id_coeffs.new_zeros(())
+        return pred.new_zeros(())
     has = ~torch.isnan(target).any(dim=1)
     if not bool(has.any()):
-        return id_coeffs.new_zeros(())
-    d = id_coeffs[has] - target[has]
+        return pred.new_zeros(())
+    d = pred[has] - target[has]
     return torch.einsum("bi,ij,bj->b", d, gram, d).mean()
+
+
+def expression_loss(exp: torch.Tensor, target: torch.Tensor | None,
+                    gram: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared face-region displacement (mm^2) of expression errors, rows with a target.
+
+    Args:
+        exp: (B, J) predicted expression weights.
+        target: (B, J) true weights, NaN rows have none (or None: no target at all).
+        gram: (J, J) expression Gram (:attr:`methods.elam_ldl.data.ShapeBasis.exp_gram_aligned`);
+            blendshapes left out of the term have zero rows and columns (the eyelid and gaze
+            shapes, see ``train.expression_gram``).
+
+    Returns:
+        Scalar; zero when no row has a target.
+    """
+    return _gram_error(exp, target, gram)
 
 
 def total_loss(
@@ -204,6 +231,8 @@ def total_loss(
     identity: Any | None = None,
     shape_target: torch.Tensor | None = None,
     shape_gram: torch.Tensor | None = None,
+    exp_target: torch.Tensor | None = None,
+    exp_gram: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every term and their weighted sum (``total``).
 
@@ -219,11 +248,13 @@ def total_loss(
         identity: optional :class:`methods.elam_ldl.identity.IdentityLoss`.
         shape_target: optional (B, n_id) identity targets (synthetic rows; NaN: none).
         shape_gram: (n_id, n_id) Gram matrix of :class:`methods.elam_ldl.data.ShapeBasis`.
+        exp_target: optional (B, 53) expression weights (synthetic rows; NaN: none).
+        exp_gram: (53, 53) expression Gram with the unsupervised blendshapes zeroed.
 
     Returns:
-        ``{"photo", "lm", "reg", "gamma", "reflc", "ldl", "feat", "shape", "total"}``: the terms
-        before their ``w_*`` weight (``ldl`` carries its own ``w_ldl_eye``/``w_ldl_lip``;
-        ``ldl``/``feat`` are zero when off) and the weighted sum.
+        ``{"photo", "lm", "reg", "gamma", "reflc", "ldl", "feat", "shape", "exp_syn",
+        "total"}``: the terms before their ``w_*`` weight (``ldl`` carries its own
+        ``w_ldl_eye``/``w_ldl_lip``; ``ldl``/``feat`` are zero when off) and the weighted sum.
     """
     mask = rendered.mask * valid
     terms = {
@@ -240,8 +271,11 @@ def total_loss(
                      else zero)
     terms["shape"] = (shape_loss(c.id, shape_target, shape_gram) if cfg.w_shape_synthetic > 0
                       else zero)
+    terms["exp_syn"] = (expression_loss(c.exp, exp_target, exp_gram)
+                        if cfg.w_exp_synthetic > 0 else zero)
     terms["total"] = (cfg.w_photo * terms["photo"] + cfg.w_lm * terms["lm"]
                       + cfg.w_reg * terms["reg"] + cfg.w_gamma * terms["gamma"]
                       + cfg.w_reflc * terms["reflc"] + terms["ldl"] + cfg.w_feat * terms["feat"]
-                      + cfg.w_shape_synthetic * terms["shape"])
+                      + cfg.w_shape_synthetic * terms["shape"]
+                      + cfg.w_exp_synthetic * terms["exp_syn"])
     return terms

@@ -6,10 +6,12 @@ cosine decay, the losses of ``losses.py``, a tqdm bar with running losses, perio
 checkpoints, exact resume, dev-set monitoring and the small float16 export that ships.
 
 The losses see the photo, dlib's landmarks (ELAM-adjusted when ``use_elam``) and the
-eye-state detector's P(closed): weak supervision, as the paper. Opt-in (the counterfactual
-recipe of issue 16, ``configs/counterfactual.yaml``): the identity of the *synthetic* train
-rows as a 3D signal (``w_shape_synthetic``), and batches balanced by source with
-counterfactual eye swaps and degradations (``counterfactual.py``); every batch comes from
+eye-state detector's P(closed): weak supervision, as the paper, plus two 3D signals on the
+*synthetic* train rows only (issue 16, on by default): their identity
+(``w_shape_synthetic``) and their expression weights outside the eyes
+(``w_exp_synthetic``, :func:`expression_gram`). Opt-in (the counterfactual recipe,
+``configs/counterfactual.yaml``): batches balanced by source with counterfactual eye swaps
+and degradations (``counterfactual.py``); every batch comes from
 :func:`training_batch`, then Deep3D's augmentation. The dev part (held-out training
 subjects/groups, see ``data.py``) is only *measured* (eye-state F1 from the mesh, landmark
 NME, and on synthetic dev rows the mesh error against the generator's mesh) and logged.
@@ -65,13 +67,14 @@ from methods.elam_ldl.data import (
     prepare_data,
 )
 from methods.elam_ldl.losses import landmark_targets, total_loss
-from methods.elam_ldl.model import FaceDecoder, NetSpec, ReconNet, export_state
+from methods.elam_ldl.model import FaceDecoder, NetSpec, ReconNet, export_state, eye_shape_indices
 
 logger = logging.getLogger(__name__)
 
 TRAIN_FORMAT = "eyebench-elam-ldl-train"
 LOG_EVERY = 25
-LOSS_KEYS = ("total", "photo", "lm", "ldl", "reg", "gamma", "reflc", "feat", "shape")
+LOSS_KEYS = ("total", "photo", "lm", "ldl", "reg", "gamma", "reflc", "feat", "shape",
+             "exp_syn")
 
 
 @dataclasses.dataclass
@@ -113,16 +116,31 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
+def expression_gram() -> torch.Tensor:
+    """(53, 53) :attr:`ShapeBasis.exp_gram_aligned` with the eye branch's blendshapes zeroed.
+
+    The synthetic expression term supervises brows, cheeks, nose, jaw and mouth; eyelids and
+    gaze (:data:`methods.elam_ldl.model.EYE_SHAPES`) stay with the weak signals (landmarks,
+    ELAM, LDL), so the ablation still measures what ELAM and LDL do to the eyes.
+    """
+    gram = torch.as_tensor(ShapeBasis(1).exp_gram_aligned, dtype=torch.float32).clone()
+    eyes = eye_shape_indices().reshape(-1)
+    gram[eyes, :] = 0.0
+    gram[:, eyes] = 0.0
+    return gram
+
+
 def step_losses(net: ReconNet, dec: FaceDecoder, batch: Any, cfg: TrainConfig,
-                identity: Any | None = None, shape_gram: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                identity: Any | None = None, shape_gram: torch.Tensor | None = None,
+                exp_gram: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Forward pass and every loss term of one batch (see ``losses.total_loss``)."""
     c = net.coefficients(batch.images, batch.eye_crops)
     geo = dec.geometry(c)
     out = dec.render(geo, c)
     targets = landmark_targets(batch.landmarks, batch.p_closed, cfg)
     return total_loss(cfg, c, geo.landmarks2d, targets, out, batch.images.permute(0, 2, 3, 1),
-                      batch.valid, dec, identity, batch.shape_target, shape_gram)
+                      batch.valid, dec, identity, batch.shape_target, shape_gram,
+                      batch.exp_target, exp_gram)
 
 
 def training_batch(data: TrainingData, step: int, cfg: TrainConfig,
@@ -320,6 +338,8 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
     shape_gram = (torch.as_tensor(ShapeBasis(cfg.n_id).gram_aligned, dtype=torch.float32)
                   .to(device)
                   if cfg.w_shape_synthetic > 0 and data.shape_target is not None else None)
+    exp_gram = (expression_gram().to(device)
+                if cfg.w_exp_synthetic > 0 and data.exp_target is not None else None)
     groups = row_groups(data)
     step0 = 0
     elapsed0 = 0.0
@@ -353,7 +373,7 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
             for group in opt.param_groups:
                 group["lr"] = lr
             batch = training_batch(data, step, cfg, groups).to(device)
-            terms = step_losses(net, dec, batch, cfg, identity, shape_gram)
+            terms = step_losses(net, dec, batch, cfg, identity, shape_gram, exp_gram)
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             if cfg.grad_clip > 0:
@@ -366,7 +386,7 @@ def train(cfg: TrainConfig, command: str | None = None, progress: bool = True,
                 running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
             bar.update(1)
             bar.set_postfix({k: f"{running[k]:.3g}" for k in ("total", "photo", "lm", "ldl",
-                                                               "shape")},
+                                                               "shape", "exp_syn")},
                             refresh=False)
             done = step + 1
             seconds = elapsed0 + time.perf_counter() - t_loop

@@ -1,0 +1,113 @@
+"""Where an ELAM+LDL network's mesh error comes from: identity, non-eye expression, eyes.
+
+Room: a diagnosis script (issue 16, shape), not part of the benchmark. It reads the prepared
+training data (``python -m benchmark train`` builds it) and runs a checkpoint on the
+*synthetic dev rows* (training split, subjects held out of training; never the test split),
+where the generator's identity and expression weights are known. Every figure is the mean
+squared face-region vertex error in mm^2 after removing its similarity part (the error a
+scan-to-mesh alignment cannot remove), of meshes built on the network's 50 identity modes
+and ICT's 53 expression blendshapes:
+
+* ``network``: the network's identity and expression;
+* ``identity, no expression`` / ``identity, true expression``: the network's identity with
+  the expression set to zero / to the truth;
+* ``mean face, no expression`` / ``mean face, true expression``: the template;
+* ``non-eye expression only``: the error of the 39 non-eye weights alone, against the
+  same for all-zero weights.
+
+Usage::
+
+    python scripts/shape_error_parts.py methods/elam_ldl/weights/elam-ldl.pt [--variant elam-ldl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prints the table; exit 2 when the prepared data has no synthetic dev rows/targets."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="an ELAM+LDL checkpoint (.pt)")
+    parser.add_argument("--variant", default="elam-ldl",
+                        help="training preset whose prepared data to read (same for all four)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from methods.elam_ldl.config import SYNTHETIC_SOURCE, TrainConfig
+    from methods.elam_ldl.data import (
+        SOURCE_CODES,
+        ShapeBasis,
+        prepare_data,
+        similarity_directions,
+    )
+    from methods.elam_ldl.model import eye_shape_indices, load_checkpoint
+    from methods.facemodel.ict import load_ict
+
+    torch.set_num_threads(1)
+    net, _ = load_checkpoint(args.checkpoint)
+    net.eval()
+    cfg = TrainConfig.preset(args.variant, input_size=net.spec.input_size, n_id=net.spec.n_id,
+                             crop_distance=net.spec.crop_distance,
+                             align_rotation=net.spec.align_rotation)
+    data = prepare_data(cfg, net.spec.crop_distance, progress=True)
+    if data.exp_target is None or data.shape_target is None:
+        print("the prepared data has no synthetic targets; rebuild it", file=sys.stderr)
+        return 2
+    rows = np.flatnonzero(data.dev & (data.source == SOURCE_CODES[SYNTHETIC_SOURCE]))
+    if not len(rows):
+        print("no synthetic dev rows in the prepared data", file=sys.stderr)
+        return 2
+    with torch.no_grad():
+        x = torch.from_numpy(data.images[rows]).permute(0, 3, 1, 2).float() / 255.0
+        eyes = (torch.from_numpy(data.eye_crops[rows].astype(np.float32))
+                if net.spec.eye_branch else None)
+        c = net.coefficients(x, eyes)
+    id_net, exp_net = c.id.double().numpy(), c.exp.double().numpy()
+    id_true = data.shape_target[rows].astype(np.float64)
+    exp_true = data.exp_target[rows].astype(np.float64)
+
+    model = load_ict("narrow")
+    basis = ShapeBasis(net.spec.n_id)
+    region = basis.region
+    n_id = net.spec.n_id
+    matrix = np.concatenate([model.id_basis[:n_id, region].reshape(n_id, -1),
+                             model.exp_basis[:, region].reshape(model.n_exp, -1)]).T
+    matrix = matrix.astype(np.float64)
+    q = np.linalg.qr(similarity_directions(model.mean[region].astype(np.float64)))[0]
+    resid = matrix - q @ (q.T @ matrix)
+    gram = resid.T @ resid / len(region) * 1e6
+    non_eye = np.ones(model.n_exp, bool)
+    non_eye[eye_shape_indices().reshape(-1).numpy()] = False
+
+    def err(d_id: np.ndarray, d_exp: np.ndarray) -> float:
+        v = np.concatenate([d_id, d_exp], 1)
+        return float(np.einsum("bi,ij,bj->b", v, gram, v).mean())
+
+    zero_id, zero_exp = np.zeros_like(id_true), np.zeros_like(exp_true)
+    print(f"{args.checkpoint}: {len(rows)} synthetic dev rows, face-region error after a "
+          "similarity alignment (mm^2)")
+    table = [
+        ("network", err(id_net - id_true, exp_net - exp_true)),
+        ("network identity, no expression", err(id_net - id_true, -exp_true)),
+        ("network identity, true expression", err(id_net - id_true, zero_exp)),
+        ("mean face, no expression", err(-id_true, -exp_true)),
+        ("mean face, true expression", err(-id_true, zero_exp)),
+        ("non-eye expression only: network", err(zero_id, np.where(non_eye, exp_net - exp_true,
+                                                                  0.0))),
+        ("non-eye expression only: all zero", err(zero_id, np.where(non_eye, -exp_true, 0.0))),
+    ]
+    for name, value in table:
+        print(f"  {name:<38} {value:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
