@@ -236,7 +236,6 @@ class ShapeBasis:
         self.gram_aligned = (residual.T @ residual) / n * 1e6
         exp = model.exp_basis[:, self.region].astype(np.float64)  # (J, R, 3)
         self.n_exp = int(exp.shape[0])
-        self.exp_names = tuple(model.exp_names)
         exp_matrix = exp.reshape(self.n_exp, -1).T
         exp_residual = exp_matrix - q @ (q.T @ exp_matrix)
         self.exp_gram_aligned = (exp_residual.T @ exp_residual) / n * 1e6
