@@ -42,14 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from methods.elam_ldl.config import SYNTHETIC_SOURCE, TrainConfig
-    from methods.elam_ldl.data import (
-        SOURCE_CODES,
-        ShapeBasis,
-        prepare_data,
-        similarity_directions,
-    )
+    from methods.elam_ldl.data import SOURCE_CODES, ShapeBasis, prepare_data
     from methods.elam_ldl.model import eye_shape_indices, load_checkpoint
-    from methods.facemodel.ict import load_ict
 
     torch.set_num_threads(1)
     net, _ = load_checkpoint(args.checkpoint)
@@ -74,17 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     id_true = data.shape_target[rows].astype(np.float64)
     exp_true = data.exp_target[rows].astype(np.float64)
 
-    model = load_ict("narrow")
     basis = ShapeBasis(net.spec.n_id)
-    region = basis.region
-    n_id = net.spec.n_id
-    matrix = np.concatenate([model.id_basis[:n_id, region].reshape(n_id, -1),
-                             model.exp_basis[:, region].reshape(model.n_exp, -1)]).T
-    matrix = matrix.astype(np.float64)
-    q = np.linalg.qr(similarity_directions(model.mean[region].astype(np.float64)))[0]
-    resid = matrix - q @ (q.T @ matrix)
-    gram = resid.T @ resid / len(region) * 1e6
-    non_eye = np.ones(model.n_exp, bool)
+    gram = basis.joint_gram_aligned
+    non_eye = np.ones(basis.n_exp, bool)
     non_eye[eye_shape_indices().reshape(-1).numpy()] = False
 
     def err(d_id: np.ndarray, d_exp: np.ndarray) -> float:

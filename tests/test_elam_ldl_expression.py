@@ -68,6 +68,30 @@ def test_expression_gram_measures_face_displacement_without_similarity_and_eyes(
     np.testing.assert_allclose(g[np.ix_(keep, keep)], gram[np.ix_(keep, keep)], rtol=1e-6)
 
 
+def test_joint_gram_measures_identity_and_expression_together():
+    # the whole-mesh error of scripts/shape_error_parts.py: the identity and expression
+    # blocks are the training Grams, and the cross terms make d^T G d the mean squared
+    # face-region displacement of both differences at once, after the similarity part
+    basis = ShapeBasis(4)
+    k, j = basis.n_id, basis.n_exp
+    g = basis.joint_gram_aligned
+    assert g.shape == (k + j, k + j)
+    np.testing.assert_array_equal(g[:k, :k], basis.gram_aligned)
+    np.testing.assert_array_equal(g[k:, k:], basis.exp_gram_aligned)
+    model = load_ict("narrow")
+    region = basis.region
+    rng = np.random.default_rng(0)
+    d_id, d_exp = rng.normal(size=k), rng.uniform(-0.5, 0.5, size=j)
+    disp = (np.tensordot(d_id, model.id_basis[:k, region].astype(np.float64), 1)
+            + np.tensordot(d_exp, model.exp_basis[:, region].astype(np.float64), 1)).ravel()
+    q = np.linalg.qr(similarity_directions(model.mean[region].astype(np.float64)))[0]
+    resid = disp - q @ (q.T @ disp)
+    v = np.concatenate([d_id, d_exp])
+    assert v @ g @ v == pytest.approx((resid @ resid) / len(region) * 1e6, rel=1e-9)
+    blocks = d_id @ g[:k, :k] @ d_id + d_exp @ g[k:, k:] @ d_exp
+    assert abs(v @ g @ v - blocks) > 1e-6 * blocks  # the cross terms are not zero
+
+
 def test_expression_loss_is_zero_at_target_ignores_eyes_and_rows_without_target(names):
     gram = expression_gram()
     target = torch.rand(3, len(names))

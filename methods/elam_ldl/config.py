@@ -109,7 +109,7 @@ class TrainConfig:
     w_ldl_eye: float = _f(0.5, "LDL weight of the eyelid pairs (only with use_ldl)")
     w_ldl_lip: float = _f(0.25, "LDL weight of the inner-lip pairs (only with use_ldl)")
     ldl_normalise: bool = _f(True, "LDL distances divided by the target eye / mouth width")
-    w_shape_synthetic: float = _f(0.5, "identity supervision on synthetic train rows: mean "
+    w_shape_synthetic: float = _f(2.0, "identity supervision on synthetic train rows: mean "
                                         "squared face-region vertex error (mm^2) to the "
                                         "subject's true neutral face projected on the n_id "
                                         "modes (0: weak supervision only, as the paper)")

@@ -216,6 +216,8 @@ class ShapeBasis:
     :attr:`exp_gram_aligned` is the same for the ICT expression blendshapes (all 53, in the
     model's order): ``e^T G_e e`` is the mean squared face-region displacement (mm^2, after
     the similarity part) of an expression weight difference ``e``; ``n_exp`` their count.
+    Both are diagonal blocks of :attr:`joint_gram_aligned`, the same for the stacked
+    ``[identity, expression]`` difference (whole-mesh errors need its cross terms).
     """
 
     def __init__(self, n_id: int) -> None:
@@ -231,14 +233,14 @@ class ShapeBasis:
         self._matrix = basis.reshape(self.n_id, -1).T  # (3R, K)
         n = len(self.region)
         self.gram = (self._matrix.T @ self._matrix) / n * 1e6
-        q = np.linalg.qr(similarity_directions(self._mean))[0]  # (3R, 7) orthonormal
-        residual = self._matrix - q @ (q.T @ self._matrix)
-        self.gram_aligned = (residual.T @ residual) / n * 1e6
         exp = model.exp_basis[:, self.region].astype(np.float64)  # (J, R, 3)
         self.n_exp = int(exp.shape[0])
-        exp_matrix = exp.reshape(self.n_exp, -1).T
-        exp_residual = exp_matrix - q @ (q.T @ exp_matrix)
-        self.exp_gram_aligned = (exp_residual.T @ exp_residual) / n * 1e6
+        joint = np.concatenate([self._matrix, exp.reshape(self.n_exp, -1).T], 1)
+        q = np.linalg.qr(similarity_directions(self._mean))[0]  # (3R, 7) orthonormal
+        residual = joint - q @ (q.T @ joint)
+        self.joint_gram_aligned = (residual.T @ residual) / n * 1e6
+        self.gram_aligned = self.joint_gram_aligned[: self.n_id, : self.n_id]
+        self.exp_gram_aligned = self.joint_gram_aligned[self.n_id:, self.n_id:]
         self._pinv = np.linalg.pinv(self._matrix)  # (K, 3R): one product per projection
 
     def project(self, neutral: np.ndarray) -> np.ndarray:
