@@ -13,11 +13,16 @@ and ICT's 53 expression blendshapes:
   the expression set to zero / to the truth;
 * ``mean face, no expression`` / ``mean face, true expression``: the template;
 * ``non-eye expression only``: the error of the 39 non-eye weights alone, against the
-  same for all-zero weights.
+  same for all-zero weights;
+* ``ridge from landmarks`` (``--landmark-ridge``): the identity of a ridge regression
+  (lambda 10 on standardised inputs) fitted on the synthetic *training* rows, from the
+  landmark identity branch's input (52 points, centred, unit RMS radius) alone, and from
+  that input plus the network's identity: how much identity the landmarks carry.
 
 Usage::
 
     python scripts/shape_error_parts.py methods/elam_ldl/weights/elam-ldl.pt [--variant elam-ldl]
+        [--landmark-ridge]
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="an ELAM+LDL checkpoint (.pt)")
     parser.add_argument("--variant", default="elam-ldl",
                         help="training preset whose prepared data to read (same for all four)")
+    parser.add_argument("--landmark-ridge", action="store_true",
+                        help="also fit ridge regressions from the landmarks (training rows)")
     args = parser.parse_args(argv)
 
     import torch
@@ -59,12 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     if not len(rows):
         print("no synthetic dev rows in the prepared data", file=sys.stderr)
         return 2
-    with torch.no_grad():
-        x = torch.from_numpy(data.images[rows]).permute(0, 3, 1, 2).float() / 255.0
-        eyes = (torch.from_numpy(data.eye_crops[rows].astype(np.float32))
-                if net.spec.eye_branch else None)
-        c = net.coefficients(x, eyes)
-    id_net, exp_net = c.id.double().numpy(), c.exp.double().numpy()
+    def run(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, exps = [], []
+        with torch.no_grad():
+            for s in range(0, len(index), 256):
+                r = index[s: s + 256]
+                x = torch.from_numpy(data.images[r]).permute(0, 3, 1, 2).float() / 255.0
+                eyes = (torch.from_numpy(data.eye_crops[r].astype(np.float32))
+                        if net.spec.eye_branch else None)
+                c = net.coefficients(x, eyes, torch.from_numpy(data.landmarks[r]))
+                ids.append(c.id.double().numpy())
+                exps.append(c.exp.double().numpy())
+        return np.concatenate(ids), np.concatenate(exps)
+
+    id_net, exp_net = run(rows)
     id_true = data.shape_target[rows].astype(np.float64)
     exp_true = data.exp_target[rows].astype(np.float64)
 
@@ -90,6 +105,28 @@ def main(argv: list[str] | None = None) -> int:
                                                                   0.0))),
         ("non-eye expression only: all zero", err(zero_id, np.where(non_eye, -exp_true, 0.0))),
     ]
+    if args.landmark_ridge:
+        from methods.elam_ldl.model import LANDMARK_ID_POINTS, LandmarkIdentity
+
+        train_rows = np.flatnonzero(~data.dev & (data.source == SOURCE_CODES[SYNTHETIC_SOURCE]))
+        geo = LandmarkIdentity.geometry(torch.from_numpy(data.landmarks),
+                                        torch.tensor(LANDMARK_ID_POINTS)).double().numpy()
+        target = data.shape_target[train_rows].astype(np.float64)
+
+        def ridge(x_train: np.ndarray, x_dev: np.ndarray) -> np.ndarray:
+            mu, sd = x_train.mean(0), x_train.std(0) + 1e-9
+            a = (x_train - mu) / sd
+            w = np.linalg.solve(a.T @ a + 10.0 * np.eye(a.shape[1]), a.T @ target)
+            return (x_dev - mu) / sd @ w
+
+        only = ridge(geo[train_rows], geo[rows])
+        both = ridge(np.concatenate([geo[train_rows], run(train_rows)[0]], 1),
+                     np.concatenate([geo[rows], id_net], 1))
+        table += [
+            ("ridge from landmarks: identity", err(only - id_true, zero_exp)),
+            ("ridge from landmarks + net identity", err(both - id_true, zero_exp)),
+            ("  same, with the network's expression", err(both - id_true, exp_net - exp_true)),
+        ]
     for name, value in table:
         print(f"  {name:<38} {value:7.2f}")
     return 0

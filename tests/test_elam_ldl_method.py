@@ -92,6 +92,37 @@ def test_prediction_with_an_eye_branch_reads_the_photo_eyes(tmp_path):
     assert not np.allclose(preds[0].extras["blink"], preds[1].extras["blink"], atol=1e-3)
 
 
+def test_prediction_with_a_landmark_identity_branch_feeds_it_the_crop_landmarks(tmp_path):
+    """The method maps the detected landmarks into the crop, as training stores them."""
+    from methods.elam_ldl.align import fit_similarity, five_points, template_points, warp_image
+    from methods.elam_ldl.model import LandmarkIdentity
+
+    photo = synthetic_photo()
+    tr = fit_similarity(five_points(photo.landmarks2d), template_points(32, 0.9), True)
+    crop, _ = warp_image(photo.image, tr, 32)
+    x = torch.from_numpy(crop[None].copy()).permute(0, 3, 1, 2).float() / 255.0
+    lm = torch.from_numpy(tr.apply(photo.landmarks2d)[None].astype(np.float32))
+    torch.manual_seed(0)
+    net = ReconNet(NetSpec(depth=10, width=8, input_size=32, n_id=10, landmark_id=True))
+    torch.nn.init.normal_(net.landmark_id.head[2].weight, std=0.5)
+    norm = net.landmark_id.norm  # as trained: this face is one standard deviation off
+    norm.running_var.fill_(1e-3)
+    norm.running_mean.copy_(LandmarkIdentity.geometry(lm, net.landmark_id.points)[0] - 0.03)
+    path = tmp_path / "lm.pt"
+    torch.save(export_state(net.eval(), {}, {"steps": 0}), path)
+    m = ElamLdl({"checkpoint": str(path), "landmarks": "gt"})
+    m.ensure_loaded("cpu")
+    pred = m.predict(photo)
+    assert pred.status == "ok", pred.error
+    with torch.no_grad():
+        c = m.net.coefficients(x, None, lm)
+        want = m.decoder.vertices(c._replace(exp=torch.zeros_like(c.exp)))[0].numpy()
+        mean = m.decoder.vertices(c._replace(exp=torch.zeros_like(c.exp),
+                                             id=torch.zeros_like(c.id)))[0].numpy()
+    np.testing.assert_allclose(pred.neutral_vertices, want, atol=1e-5)
+    assert np.abs(want - mean).max() > 1e-4  # the branch moved the identity
+
+
 @pytest.fixture(scope="module")
 def shipped_openness() -> dict[str, np.ndarray]:
     """Per-eye openness of each shipped checkpoint on an open and a closed synthetic photo."""

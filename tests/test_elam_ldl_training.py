@@ -124,8 +124,8 @@ def test_checkpoint_round_trip_weights_only(tiny_data, tmp_path):
     assert small in res.export and small.is_file()
     raw = torch.load(small, weights_only=True)
     assert raw["format"] == "eyebench-elam-ldl"
-    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values()
-               if v.is_floating_point())
+    assert all(v.dtype == (torch.float32 if k.startswith("landmark_id.norm.") else torch.float16)
+               for k, v in raw["state_dict"].items() if v.is_floating_point())
     net, info = load_checkpoint(small)
     assert info["meta"]["steps"] == 2 and info["config"]["use_ldl"] is True
     assert net.spec == net_spec(tiny_config(tmp_path))
@@ -134,8 +134,9 @@ def test_checkpoint_round_trip_weights_only(tiny_data, tmp_path):
     ref.load_state_dict(torch.load(res.checkpoint, weights_only=True)["net"])
     b = make_batch(tiny_data, np.arange(2))
     with torch.no_grad():
-        torch.testing.assert_close(net.eval()(b.images, b.eye_crops),
-                                   ref.eval()(b.images, b.eye_crops), atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(net.eval()(b.images, b.eye_crops, b.landmarks),
+                                   ref.eval()(b.images, b.eye_crops, b.landmarks),
+                                   atol=2e-2, rtol=2e-2)
     exported = export_state(ref, {}, {}, half=False)
     assert exported["state_dict"]["final_layers.0.weight"].dtype == torch.float32
     bad = tmp_path / "bad.pt"
@@ -262,3 +263,19 @@ def test_training_batches_are_seeded_and_swapped_eyes_carry_their_targets(tiny_d
     gaps = pair_distances(landmark_targets(a.landmarks, a.p_closed, cfg)).mean(-1)
     closed = a.p_closed > 0.5
     assert float(gaps[closed].max()) < 0.15 * float(gaps[~closed].min()) + 1e-3
+
+
+def test_a_landmark_identity_network_trains_resumes_and_exports(tiny_data, tmp_path):
+    """The branch gets the batch's detected landmarks in training and at the dev measure."""
+    cfg = tiny_config(tmp_path, steps=4, dev_every=2,
+                      export=str(tmp_path / "lm.pt"))
+    res = train(cfg, progress=False, data=tiny_data)
+    state = torch.load(res.checkpoint, weights_only=True)["net"]
+    assert float(state["landmark_id.head.2.weight"].abs().sum()) > 0  # it learnt something
+    assert not torch.allclose(state["landmark_id.norm.running_mean"],
+                              torch.zeros_like(state["landmark_id.norm.running_mean"]))
+    net, _ = load_checkpoint(tmp_path / "lm.pt")
+    assert net.spec.landmark_id and res.dev["synthetic"]["n"] == 1
+    b = make_batch(tiny_data, np.arange(2))
+    with pytest.raises(ValueError, match="landmarks"):
+        net(b.images, b.eye_crops)

@@ -390,6 +390,9 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
         return faces, eyes
 
     crops, eye_crops = align()
+    lms = torch.from_numpy(np.stack([
+        fit_similarity(five_points(lm), tpl, spec.align_rotation).apply(lm)
+        for _, lm in found]).astype(np.float32))
     t_align = best(align) / max(len(found), 1)  # the eye crops count as alignment
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
     ex = torch.from_numpy(np.stack(eye_crops)).float() if eye_crops else None
@@ -405,7 +408,8 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
                     with torch.no_grad():
                         for s in range(0, n, bs):
                             eyes = ex[s: s + bs] if ex is not None else None
-                            dec.geometry(net.coefficients(x[s: s + bs], eyes))
+                            dec.geometry(net.coefficients(x[s: s + bs], eyes,
+                                                          lms[s: s + bs]))
 
                 forward()  # warm-up
                 net_times[f"threads{threads}_batch{bs}"] = best(forward) / max(n, 1)

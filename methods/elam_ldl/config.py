@@ -91,6 +91,9 @@ class TrainConfig:
                                 "through the frozen trunk of the ELAM eye-state CNN and a "
                                 "trained head (methods.elam_ldl.model.EyeBranch); off: from "
                                 "the whole face, as Deep3D")
+    landmark_id: bool = _f(True, "the identity also reads the detected landmarks' geometry "
+                                  "(methods.elam_ldl.model.LandmarkIdentity), added to the "
+                                  "image head's identity")
 
     # -- losses (Deep3D's weights unless stated; docs/elam_ldl.md) --------------------
     w_photo: float = _f(1.92, "photometric loss (Deep3D w_color)")

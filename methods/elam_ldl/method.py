@@ -6,8 +6,10 @@ Per photo: dlib's 68 landmarks (on-disk cache) -> the five-point crop of
 plus its 68 landmarks projected back into the *input* photo and every vertex's image
 position and depth. Networks with an eye branch (``NetSpec.eye_branch``) also get both
 eyes' canonical crops, cut from the photo with the same landmarks (the eye-state
-detector's rule). ``no_face`` when dlib finds no face. ELAM and LDL act only in training;
-at inference all four variants run the same way (the network alone decides the eyelids).
+detector's rule), and networks with a landmark identity branch (``NetSpec.landmark_id``)
+the same landmarks mapped into the crop. ``no_face`` when dlib finds no face. ELAM and LDL
+act only in training; at inference all four variants run the same way (the network alone
+decides the eyelids).
 
 Options (``--method-option elam-ldl.KEY=VALUE``): ``checkpoint`` (default: the shipped
 ``methods/elam_ldl/weights/<name>.pt`` or ``$EYEBENCH_ELAM_LDL_WEIGHTS/<name>.pt``),
@@ -144,7 +146,7 @@ class ElamLdlMethod(Method):
 
         out: list[Prediction | None] = [None] * len(samples)
         todo: list[tuple[int, Any, float]] = []
-        crops, eye_crops = [], []
+        crops, eye_crops, crop_landmarks = [], [], []
         spec = self.net.spec
         size = spec.input_size
         for i, sample in enumerate(samples):
@@ -161,6 +163,7 @@ class ElamLdlMethod(Method):
                 continue
             crop, _ = warp_image(image, tr, size)
             crops.append(crop)
+            crop_landmarks.append(tr.apply(res.landmarks))
             if spec.eye_branch:
                 eye_crops.append(cut_eye_crops(image, res.landmarks, spec.eye_crop_size,
                                                spec.eye_enlarge))
@@ -172,7 +175,8 @@ class ElamLdlMethod(Method):
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
             eyes = (torch.from_numpy(np.stack(eye_crops).astype(np.float16).astype(np.float32))
                     .to(self.torch_device) if eye_crops else None)
-            c = self.net.coefficients(x.to(self.torch_device), eyes)
+            lm = torch.from_numpy(np.stack(crop_landmarks).astype(np.float32))
+            c = self.net.coefficients(x.to(self.torch_device), eyes, lm.to(self.torch_device))
             geo = self.decoder.geometry(c)
             verts = geo.vertices.cpu().numpy().astype(np.float32)
             # the same identity with expression zeroed, for neutral scans (NoW)

@@ -104,7 +104,8 @@ def net_spec(cfg: TrainConfig) -> NetSpec:
     """The architecture of a config."""
     return NetSpec(depth=cfg.depth, width=cfg.width, input_size=cfg.input_size, n_id=cfg.n_id,
                    crop_distance=cfg.crop_distance, align_rotation=cfg.align_rotation,
-                   photo_region=cfg.photo_region, eye_branch=cfg.eye_branch)
+                   photo_region=cfg.photo_region, eye_branch=cfg.eye_branch,
+                   landmark_id=cfg.landmark_id)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -134,7 +135,7 @@ def step_losses(net: ReconNet, dec: FaceDecoder, batch: Any, cfg: TrainConfig,
                 identity: Any | None = None, shape_gram: torch.Tensor | None = None,
                 exp_gram: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Forward pass and every loss term of one batch (see ``losses.total_loss``)."""
-    c = net.coefficients(batch.images, batch.eye_crops)
+    c = net.coefficients(batch.images, batch.eye_crops, batch.landmarks)
     geo = dec.geometry(c)
     out = dec.render(geo, c)
     targets = landmark_targets(batch.landmarks, batch.p_closed, cfg)
@@ -220,7 +221,7 @@ def evaluate_dev(net: ReconNet, dec: FaceDecoder, data: TrainingData, cfg: Train
     for s in range(0, len(idx), batch_size):
         rows = idx[s: s + batch_size]
         b = make_batch(data, rows).to(device)
-        c = net.coefficients(b.images, b.eye_crops)
+        c = net.coefficients(b.images, b.eye_crops, b.landmarks)
         geo = dec.geometry(c)
         lmk3d = geo.vertices[:, dec.landmark_ids].cpu().numpy()
         opens.append(M.eye_openness(lmk3d))
