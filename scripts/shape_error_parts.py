@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not len(rows):
         print("no synthetic dev rows in the prepared data", file=sys.stderr)
         return 2
+
     def run(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids, exps = [], []
         with torch.no_grad():

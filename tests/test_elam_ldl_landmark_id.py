@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -85,4 +83,4 @@ def test_the_standardisation_learns_in_training_and_survives_export(tmp_path):
         a, b = net.coefficients(images, landmarks=lm).id, loaded.coefficients(
             images, landmarks=lm).id
     assert loaded.spec.landmark_id
-    assert math.isclose(float((a - b).abs().max()), 0.0, abs_tol=5e-2)
+    assert float((a - b).abs().max()) < 1e-2  # float16 weights, float32 statistics

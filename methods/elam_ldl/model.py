@@ -29,8 +29,8 @@ ones an expression moves most (eyelids 37-38, 40-41, 43-44, 46-47 and the inner 
 proportions, not its size or place in the crop), standardised by a batch norm without
 affine parameters, go through a two-layer MLP (final layer zero-initialised) whose output
 is *added* to the identity head's. The 112-px crop's features carry little of a face's
-proportions; the landmark geometry does (a ridge regression from it reaches 6.9 mm^2 on
-held-out synthetic subjects against 8.1 for the image-only network, docs/elam_ldl.md).
+proportions; the landmark geometry does (on the synthetic dev rows a ridge regression
+from it reaches 7.2 mm^2 against 8.1 for the image-only network: docs/elam_ldl.md).
 
 Coefficient split (:class:`NetSpec.dims`, Deep3D's 257-d split re-cut for ICT)::
 
