@@ -382,18 +382,19 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
 
     spec = net.spec
 
-    def align() -> tuple[list[np.ndarray], list[np.ndarray]]:
-        faces = [warp_image(im, fit_similarity(five_points(lm), tpl, spec.align_rotation),
-                            spec.input_size)[0] for im, lm in found]
-        eyes = ([cut_eye_crops(im, lm, spec.eye_crop_size, spec.eye_enlarge)
-                 for im, lm in found] if spec.eye_branch else [])
-        return faces, eyes
+    def align() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        faces, eyes, crop_lms = [], [], []
+        for im, lm in found:
+            tr = fit_similarity(five_points(lm), tpl, spec.align_rotation)
+            faces.append(warp_image(im, tr, spec.input_size)[0])
+            crop_lms.append(tr.apply(lm))  # the landmark identity branch's input
+            if spec.eye_branch:
+                eyes.append(cut_eye_crops(im, lm, spec.eye_crop_size, spec.eye_enlarge))
+        return faces, eyes, crop_lms
 
-    crops, eye_crops = align()
-    lms = torch.from_numpy(np.stack([
-        fit_similarity(five_points(lm), tpl, spec.align_rotation).apply(lm)
-        for _, lm in found]).astype(np.float32))
-    t_align = best(align) / max(len(found), 1)  # the eye crops count as alignment
+    crops, eye_crops, crop_lms = align()
+    lms = torch.from_numpy(np.stack(crop_lms).astype(np.float32))
+    t_align = best(align) / max(len(found), 1)  # eye crops, crop landmarks included
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
     ex = torch.from_numpy(np.stack(eye_crops)).float() if eye_crops else None
     net_times: dict[str, float] = {}
