@@ -22,7 +22,7 @@ and ICT's 53 expression blendshapes:
 Usage::
 
     python scripts/shape_error_parts.py methods/elam_ldl/weights/elam-ldl.pt [--variant elam-ldl]
-        [--landmark-ridge]
+        [--synthetic-n 4000] [--landmark-ridge]
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="an ELAM+LDL checkpoint (.pt)")
     parser.add_argument("--variant", default="elam-ldl",
                         help="training preset whose prepared data to read (same for all four)")
+    parser.add_argument("--synthetic-n", type=int, default=None,
+                        help="read the data prepared with this many synthetic samples "
+                             "(default: the training default); compare checkpoints trained "
+                             "on different sizes on the smaller one's dev rows, held out "
+                             "from both")
     parser.add_argument("--landmark-ridge", action="store_true",
                         help="also fit ridge regressions from the landmarks (training rows)")
     args = parser.parse_args(argv)
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.preset(args.variant, input_size=net.spec.input_size, n_id=net.spec.n_id,
                              crop_distance=net.spec.crop_distance,
                              align_rotation=net.spec.align_rotation)
+    if args.synthetic_n is not None:
+        cfg.synthetic_n = args.synthetic_n
     data = prepare_data(cfg, net.spec.crop_distance, progress=True)
     if data.exp_target is None or data.shape_target is None:
         print("the prepared data has no synthetic targets; rebuild it", file=sys.stderr)

@@ -131,7 +131,7 @@ class TrainConfig:
 
     # -- optimisation ----------------------------------------------------------------
     batch_size: int = _f(16, "images per step (Deep3D: 32)")
-    steps: int = _f(3000, "optimisation steps")
+    steps: int = _f(4500, "optimisation steps")
     lr: float = _f(1e-3, "Adam peak learning rate (Deep3D: 1e-4 from ImageNet weights; we "
                          "start from scratch)")
     warmup_steps: int = _f(100, "linear learning-rate warm-up")
@@ -162,7 +162,7 @@ class TrainConfig:
     # -- data ------------------------------------------------------------------------
     sources: tuple[str, ...] = _f(SOURCES, "training sources: synthetic (its train split) "
                                            "and/or real-faces (train part of the pool)")
-    synthetic_n: int = _f(4000, "synthetic train samples used (generated once, cached)")
+    synthetic_n: int = _f(8000, "synthetic train samples used (generated once, cached)")
     real_faces: str | None = _f(None, "real-photo pool root (default $EYEBENCH_REAL_FACES "
                                       "or ../shared/data/real-faces)")
     real_pool_seed: int = _f(0, "seed of the pool's train/validation split (keep 0: "
