@@ -332,3 +332,64 @@ def test_winks_right_counts_wink_images_with_both_eyes_right():
     spec = METRICS.get("wink_acc")
     assert spec.compute(t, np.arange(5)) == pytest.approx(1 / 3)
     assert np.isnan(spec.compute(t, np.array([3, 4])))
+
+
+# -- the grey, small-photo probe (scripts/build_degraded_probe.py) ----------------------------
+
+
+def _degraded_probe_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_degraded_probe.py"
+    spec = importlib.util.spec_from_file_location("build_degraded_probe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_degrade_makes_grey_and_shrinks_only_large_photos():
+    mod = _degraded_probe_module()
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    out = mod.degrade(big, 112, grey=True)
+    assert out.shape == (112, 168, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    small = rng.integers(0, 256, (60, 50, 3), dtype=np.uint8)
+    assert np.array_equal(mod.degrade(small, 112, grey=False), small)  # never enlarged
+    colour = mod.degrade(big, 100, grey=False)
+    assert colour.shape == (100, 150, 3) and not (colour[..., 0] == colour[..., 2]).all()
+
+
+def test_degraded_probe_refuses_a_non_empty_folder(tmp_path):
+    mod = _degraded_probe_module()
+    (tmp_path / "x.txt").write_text("keep me")
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path)])
+    assert (tmp_path / "x.txt").read_text() == "keep me"
+
+
+@pytest.mark.data
+def test_degraded_probe_folder_reads_back_with_the_pool_labels(tmp_path):
+    from benchmark.datasets.photo_folder import PhotoFolderDataset
+    from benchmark.datasets.real_faces import RealFacesDataset
+
+    plain = RealFacesDataset()
+    if not plain.availability().ok:
+        pytest.skip("the real-faces pool is not present (set EYEBENCH_REAL_FACES)")
+    mod = _degraded_probe_module()
+    assert mod.main([str(tmp_path / "probe"), "--short-side", "64"]) == 0
+    ds = PhotoFolderDataset(root=str(tmp_path / "probe"))
+    assert ds.availability().ok
+    ids = ds.sample_ids()
+    assert len(ids) == len(plain.sample_ids())
+    truth = {}
+    for sid in plain.sample_ids():
+        s = plain.load_sample(sid)
+        truth[s.subject, s.id] = s.eye_state.tolist()
+    for sid in ids[:: max(1, len(ids) // 20)]:
+        s = ds.load_sample(sid)
+        image = s.load_image()
+        assert min(image.shape[:2]) <= 64 and (image[..., 0] == image[..., 2]).all()
+        original_id = sid.split("--", 1)[1].removesuffix(".png")
+        assert truth[s.subject, original_id] == s.eye_state.tolist()
