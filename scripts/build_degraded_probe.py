@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ids = ds.sample_ids()
     for i, sid in enumerate(ids):
         s = ds.load_sample(sid)
-        image = s.image() if callable(s.image) else s.image
         source = str(s.meta.get("source", "unknown")).lower()
         rel = f"{source}/{sid}.png"
         (args.out / source).mkdir(exist_ok=True)
-        Image.fromarray(degrade(image, args.short_side, not args.colour)).save(args.out / rel)
+        out = degrade(s.load_image(), args.short_side, grey=not args.colour)
+        Image.fromarray(out).save(args.out / rel)
         state = [STATE.get(int(v), "") for v in s.eye_state]
         rows.append({"file": rel, "right_eye": state[0], "left_eye": state[1],
                      "subject": s.subject})

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from methods.elam_ldl.config import SYNTHETIC_SOURCE, TrainConfig
-    from methods.elam_ldl.data import SOURCE_CODES, ShapeBasis, prepare_data
+    from methods.elam_ldl.data import SOURCE_CODES, ShapeBasis, make_batch, prepare_data
     from methods.elam_ldl.model import eye_shape_indices, load_checkpoint
 
     torch.set_num_threads(1)
@@ -78,11 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         ids, exps = [], []
         with torch.no_grad():
             for s in range(0, len(index), 256):
-                r = index[s: s + 256]
-                x = torch.from_numpy(data.images[r]).permute(0, 3, 1, 2).float() / 255.0
-                eyes = (torch.from_numpy(data.eye_crops[r].astype(np.float32))
-                        if net.spec.eye_branch else None)
-                c = net.coefficients(x, eyes, torch.from_numpy(data.landmarks[r]))
+                b = make_batch(data, index[s: s + 256])  # the network's input, as in training
+                c = net.coefficients(b.images, b.eye_crops, b.landmarks)
                 ids.append(c.id.double().numpy())
                 exps.append(c.exp.double().numpy())
         return np.concatenate(ids), np.concatenate(exps)

@@ -297,15 +297,22 @@ def test_masked_dataset_on_the_pool_masks_only_the_eyes():
 # -- the same-setup check's labels ------------------------------------------------------------
 
 
-def test_blink_clip_labels_match_the_card():
+def _script_module(name: str):
+    """A module of ``scripts/`` (not a package), loaded from its file."""
     import importlib.util
-    from collections import Counter
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "build_blink_clip.py"
-    spec = importlib.util.spec_from_file_location("build_blink_clip", path)
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_blink_clip_labels_match_the_card():
+    from collections import Counter
+
+    mod = _script_module("build_blink_clip")
     frames = mod.selected_frames()
     assert len(frames) == 104 and frames == sorted(set(frames))
     pairs = Counter(mod.frame_labels(i) for i in frames)
@@ -337,19 +344,8 @@ def test_winks_right_counts_wink_images_with_both_eyes_right():
 # -- the grey, small-photo probe (scripts/build_degraded_probe.py) ----------------------------
 
 
-def _degraded_probe_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "build_degraded_probe.py"
-    spec = importlib.util.spec_from_file_location("build_degraded_probe", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_degrade_makes_grey_and_shrinks_only_large_photos():
-    mod = _degraded_probe_module()
+    mod = _script_module("build_degraded_probe")
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
     out = mod.degrade(big, 112, grey=True)
@@ -362,7 +358,7 @@ def test_degrade_makes_grey_and_shrinks_only_large_photos():
 
 
 def test_degraded_probe_refuses_a_non_empty_folder(tmp_path):
-    mod = _degraded_probe_module()
+    mod = _script_module("build_degraded_probe")
     (tmp_path / "x.txt").write_text("keep me")
     with pytest.raises(SystemExit):
         mod.main([str(tmp_path)])
@@ -377,7 +373,7 @@ def test_degraded_probe_folder_reads_back_with_the_pool_labels(tmp_path):
     plain = RealFacesDataset()
     if not plain.availability().ok:
         pytest.skip("the real-faces pool is not present (set EYEBENCH_REAL_FACES)")
-    mod = _degraded_probe_module()
+    mod = _script_module("build_degraded_probe")
     assert mod.main([str(tmp_path / "probe"), "--short-side", "64"]) == 0
     ds = PhotoFolderDataset(root=str(tmp_path / "probe"))
     assert ds.availability().ok

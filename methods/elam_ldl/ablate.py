@@ -356,8 +356,7 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
     import torch
 
     from benchmark.datasets.synthetic import SyntheticDataset
-    from methods.elam.eye_crops import cut_eye_crops
-    from methods.elam_ldl.align import fit_similarity, five_points, template_points, warp_image
+    from methods.elam_ldl.align import NetworkInput, network_input, template_points
     from methods.elam_ldl.model import FaceDecoder, load_checkpoint
     from methods.landmarks import DlibProvider
 
@@ -380,23 +379,15 @@ def measure_speed(checkpoint: Path, n_images: int = 48, batch: int = 8,
     t_detect = best(lambda: [prov.detect(im) for im in images]) / len(images)
     tpl = template_points(net.spec.input_size, net.spec.crop_distance)
 
-    spec = net.spec
+    def align() -> list[NetworkInput]:
+        return [network_input(im, lm, net.spec, tpl) for im, lm in found]
 
-    def align() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-        faces, eyes, crop_lms = [], [], []
-        for im, lm in found:
-            tr = fit_similarity(five_points(lm), tpl, spec.align_rotation)
-            faces.append(warp_image(im, tr, spec.input_size)[0])
-            crop_lms.append(tr.apply(lm))  # the landmark identity branch's input
-            if spec.eye_branch:
-                eyes.append(cut_eye_crops(im, lm, spec.eye_crop_size, spec.eye_enlarge))
-        return faces, eyes, crop_lms
-
-    crops, eye_crops, crop_lms = align()
-    lms = torch.from_numpy(np.stack(crop_lms).astype(np.float32))
+    inputs = align()
     t_align = best(align) / max(len(found), 1)  # eye crops, crop landmarks included
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
-    ex = torch.from_numpy(np.stack(eye_crops)).float() if eye_crops else None
+    lms = torch.from_numpy(np.stack([i.landmarks for i in inputs]).astype(np.float32))
+    x = torch.from_numpy(np.stack([i.crop for i in inputs])).permute(0, 3, 1, 2).float() / 255.0
+    ex = (torch.from_numpy(np.stack([i.eye_crops for i in inputs])).float()
+          if net.spec.eye_branch else None)
     net_times: dict[str, float] = {}
     old_threads = torch.get_num_threads()
     try:

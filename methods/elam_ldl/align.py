@@ -34,11 +34,14 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from methods.landmarks.base import five_points as landmarks_five_points
+
+if TYPE_CHECKING:
+    from methods.elam_ldl.model import NetSpec
 
 #: Deep3D's intrinsics: focal 1015 px for a 224 px image.
 FOCAL_PER_224 = 1015.0
@@ -169,3 +172,40 @@ def warp_image(image: np.ndarray, tr: ImageToCrop, size: int) -> tuple[np.ndarra
     src = tr.invert(grid).reshape(size, size, 2)
     valid = ((src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h))
     return np.asarray(out, np.uint8), valid
+
+
+class NetworkInput(NamedTuple):
+    """One photo prepared for a network (:func:`network_input`).
+
+    Attributes:
+        transform: photo -> crop pixels.
+        crop: (S, S, 3) uint8 aligned crop.
+        landmarks: (68, 2) float32 detected landmarks in crop pixels (the landmark identity
+            branch's input).
+        eye_crops: (2, s, s) canonical eye crops cut from the photo, or None for a network
+            without an eye branch.
+    """
+
+    transform: ImageToCrop
+    crop: np.ndarray
+    landmarks: np.ndarray
+    eye_crops: np.ndarray | None
+
+
+def network_input(image: np.ndarray, landmarks: np.ndarray, spec: NetSpec,
+                  template: np.ndarray) -> NetworkInput:
+    """Everything a network of ``spec`` reads from one photo and its detected landmarks.
+
+    Inference (``method.py``) and the ablation's speed measurement share it, so both time
+    and run the same steps.
+
+    Raises:
+        ValueError: the five alignment points are degenerate (:func:`fit_similarity`).
+    """
+    from methods.elam.eye_crops import cut_eye_crops
+
+    tr = fit_similarity(five_points(landmarks), template, spec.align_rotation)
+    crop, _ = warp_image(image, tr, spec.input_size)
+    eyes = (cut_eye_crops(image, landmarks, spec.eye_crop_size, spec.eye_enlarge)
+            if spec.eye_branch else None)
+    return NetworkInput(tr, crop, tr.apply(landmarks), eyes)

@@ -140,15 +140,12 @@ class ElamLdlMethod(Method):
         """
         import torch
 
-        from methods.elam.eye_crops import cut_eye_crops
-        from methods.elam_ldl.align import fit_similarity, five_points, warp_image
+        from methods.elam_ldl.align import network_input
         from methods.render.camera import project
 
         out: list[Prediction | None] = [None] * len(samples)
         todo: list[tuple[int, Any, float]] = []
         crops, eye_crops, crop_landmarks = [], [], []
-        spec = self.net.spec
-        size = spec.input_size
         for i, sample in enumerate(samples):
             t0 = time.perf_counter()
             image, res = self.provider.image_and_landmarks(sample)
@@ -156,18 +153,15 @@ class ElamLdlMethod(Method):
                 out[i] = Prediction.failed(res.status, res.error or res.status)
                 continue
             try:
-                tr = fit_similarity(five_points(res.landmarks), self.template,
-                                    self.net.spec.align_rotation)
+                inp = network_input(image, res.landmarks, self.net.spec, self.template)
             except ValueError as exc:
                 out[i] = Prediction.failed("error", f"alignment failed: {exc}")
                 continue
-            crop, _ = warp_image(image, tr, size)
-            crops.append(crop)
-            crop_landmarks.append(tr.apply(res.landmarks))
-            if spec.eye_branch:
-                eye_crops.append(cut_eye_crops(image, res.landmarks, spec.eye_crop_size,
-                                               spec.eye_enlarge))
-            todo.append((i, tr, time.perf_counter() - t0))
+            crops.append(inp.crop)
+            crop_landmarks.append(inp.landmarks)
+            if inp.eye_crops is not None:
+                eye_crops.append(inp.eye_crops)
+            todo.append((i, inp.transform, time.perf_counter() - t0))
         if not todo:
             return [p for p in out if p is not None]
         t0 = time.perf_counter()
