@@ -29,6 +29,7 @@ import numpy as np
 
 from benchmark.meshio import read_landmarks, read_mesh, write_obj
 from metrics import UNIT_TO_M, check_unit
+from metrics.distance import BACKENDS, DEFAULT_BACKEND
 from metrics.now import NOW_CENTRE_RATIO, NOW_RADIUS_FACTOR, NowResult, now_scan_to_mesh
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def score_mesh(
     centre_ratio: float = NOW_CENTRE_RATIO,
     radius_factor: float = NOW_RADIUS_FACTOR,
     max_iter: int = 50,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
     check_units: bool = True,
 ) -> NowResult:
     """Scores one predicted mesh file against one scan file (NoW protocol).
@@ -65,7 +66,7 @@ def score_mesh(
         centre_ratio: crop-sphere centre parameter (NoW 0.3).
         radius_factor: crop-sphere radius parameter (NoW 1.4).
         max_iter: refinement iteration cap.
-        backend: ``open3d`` or ``brute`` distances.
+        backend: ``bvh`` (default), ``open3d`` or ``brute`` distances.
         check_units: reject files whose extent contradicts the stated unit.
 
     Returns:
@@ -146,8 +147,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
                    help="rigid alignment only (rotation, translation), size from --unit")
     p.add_argument("--no-crop", action="store_true", help="score every scan point (no NoW crop)")
     p.add_argument("--max-iter", type=int, default=50, help="refinement iteration cap")
-    p.add_argument("--backend", default="open3d", choices=("open3d", "brute"),
-                   help="distance backend (brute: slow exact reference)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="distance backend (default: %(default)s; brute: slow exact reference)")
     p.add_argument("--no-unit-check", action="store_true",
                    help="skip the face-size check of the stated units")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")

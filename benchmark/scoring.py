@@ -31,8 +31,8 @@ from benchmark.types import (
 
 #: Bump when a per-sample row changes meaning (invalidates cached scores).
 # 2: eye-region S2M (GT-mesh samples), REALY regions; 3: neutral mesh for neutral scans;
-# 4: per-eye eye-region columns
-SCORING_VERSION = "4"
+# 4: per-eye eye-region columns; 5: NoW's alignment tolerance (1e-4), float64 BVH search
+SCORING_VERSION = "5"
 
 #: Thresholds (mm) of the cumulative error curves kept in run records (NoW plots 0-8 mm).
 CURVE_THRESHOLDS_MM = np.round(np.linspace(0.0, 8.0, 81), 4)
@@ -115,7 +115,11 @@ def score_sample(
         s2m_verts, s2m_mesh = np.asarray(pred.neutral_vertices, np.float32), "neutral"
         if pred.topology.has_landmarks:  # the 7 points of the mesh that is scored
             now7 = pred.topology.landmarks(s2m_verts)[list(NOW7_FROM_68)]
+    surface = None  # the posed mesh's search tree, built once for both distance metrics
     if sample.scan is not None and now7 is not None:
+        s2m_surface = M.MeshSurface(s2m_verts, pred.topology.faces)
+        if s2m_mesh == "posed":
+            surface = s2m_surface
         res = M.now_scan_to_mesh(
             s2m_verts,
             pred.topology.faces,
@@ -125,6 +129,7 @@ def score_sample(
             unit="m",
             metrical=params.metrical,
             scan_cropped=sample.scan.cropped,
+            surface=s2m_surface,
         )
         distances = np.asarray(res.distances_mm, np.float32)
         row.update(
@@ -137,13 +142,13 @@ def score_sample(
             s2m_mesh=s2m_mesh,
         )
     if lmk3d is not None:
-        row.update(_eye_region_row(sample, verts, pred.topology.faces, lmk3d))
+        row.update(_eye_region_row(sample, verts, pred.topology.faces, lmk3d, surface))
         row.update(_realy_row(sample, pred))
     return row, distances
 
 
 def _eye_region_row(sample: FaceSample, verts: np.ndarray, faces: np.ndarray,
-                    lmk3d: np.ndarray) -> dict[str, Any]:
+                    lmk3d: np.ndarray, surface: M.MeshSurface | None = None) -> dict[str, Any]:
     """``eye_region_s2m_mm`` where the sample has a ground-truth mesh with an ``eyes`` region.
 
     The truth is the GT mesh's periocular vertices (lids, lid margin, corners and the skin
@@ -158,7 +163,8 @@ def _eye_region_row(sample: FaceSample, verts: np.ndarray, faces: np.ndarray,
     if mask is None or not topo.has_landmarks:
         return {}
     gt = np.asarray(sample.gt_vertices, np.float64)
-    res = M.eye_region_s2m(verts, faces, lmk3d, gt[mask], topo.landmarks(gt), unit="m")
+    res = M.eye_region_s2m(verts, faces, lmk3d, gt[mask], topo.landmarks(gt), unit="m",
+                           surface=surface)
     row = {"eye_region_s2m_mm": res.mean_mm, "eye_region_median_mm": res.median_mm}
     # per eye (eye 0 = landmarks 36-41 = the ``eye_right`` mask), for the per-state columns
     for e, name in enumerate(("eye_right", "eye_left")):

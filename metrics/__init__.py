@@ -7,7 +7,7 @@ are millimetres and carry ``_mm`` in their names. Guide: ``docs/metrics.md``.
 
 Modules:
     alignment: ``umeyama``, ``refine_alignment``, ``SimilarityTransform``.
-    distance: ``point_to_mesh_distance``, ``MeshSurface`` (open3d / brute-force backends).
+    distance: ``point_to_mesh_distance``, ``MeshSurface`` (bvh / open3d / brute-force backends).
     now: the NoW protocol, ``now_scan_to_mesh``, ``now_crop_mask``, ``pooled_now_stats``.
     curves: ``cumulative_curve``, ``pooled_curve``, ``curve_auc``, ``NOW_THRESHOLDS_MM``.
     eyes: ``eye_openness``, ``eye_state_from_openness``, ``binary_scores``, ...
@@ -67,6 +67,7 @@ from metrics.landmarks import nme_2d
 from metrics.now import (
     NOW_CENTRE_RATIO,
     NOW_RADIUS_FACTOR,
+    NOW_TOL,
     NowResult,
     NowStats,
     now_crop_centre_radius,
@@ -109,6 +110,7 @@ __all__ = [
     "DEFAULT_CLOSED_THRESHOLD",
     "NOW_CENTRE_RATIO",
     "NOW_RADIUS_FACTOR",
+    "NOW_TOL",
     "NOW_THRESHOLDS_MM",
     "UNIT_TO_M",
     "UNIT_TO_MM",

@@ -28,7 +28,8 @@ from typing import NamedTuple
 import numpy as np
 
 from metrics._checks import as_points
-from metrics.distance import MeshSurface
+from metrics.bvh import NearestState
+from metrics.distance import DEFAULT_BACKEND, MeshSurface
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +181,16 @@ class _Eval(NamedTuple):
     d: np.ndarray  # (M,) distances in the scan frame
     closest: np.ndarray  # (M, 3) closest points in the scan frame
     direction: np.ndarray  # (M, 3) unit gradient of the distance w.r.t. the closest point
+    state: NearestState | None  # the search's state for the next query of the same points
 
 
-def _evaluate(surface: MeshSurface, pts: np.ndarray, tf: SimilarityTransform) -> _Eval:
+def _evaluate(surface: MeshSurface, pts: np.ndarray, tf: SimilarityTransform,
+              state: NearestState | None = None) -> _Eval:
     # The BVH is built once in the mesh's own frame; move the scan into it instead of moving
-    # the mesh. Distances scale by s, directions rotate by R.
+    # the mesh. Distances scale by s, directions rotate by R. The previous evaluation's
+    # search state lets points that barely moved skip the search (exact, see metrics.bvh).
     q = tf.inverse().apply(pts)
-    res = surface.query(q)
+    res, state = surface.query_tracked(q, state)
     d = tf.scale * res.distances
     closest = tf.apply(res.closest_points)
     diff = pts - closest
@@ -197,7 +201,7 @@ def _evaluate(surface: MeshSurface, pts: np.ndarray, tf: SimilarityTransform) ->
     # the point-to-plane linearisation there (the residual is 0, so the sign is irrelevant).
     if tiny.any():
         direction[tiny] = surface.normals[res.face_ids[tiny]] @ tf.rotation.T
-    return _Eval(float(d @ d), d, closest, direction)
+    return _Eval(float(d @ d), d, closest, direction, state)
 
 
 def refine_alignment(
@@ -210,7 +214,7 @@ def refine_alignment(
     tol: float = 1e-6,
     n_sample: int | None = 10000,
     seed: int = 0,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
     surface: MeshSurface | None = None,
 ) -> RefineResult:
     """Refines a mesh -> scan similarity by minimising scan-to-surface distances.
@@ -248,7 +252,8 @@ def refine_alignment(
         tol: stopping tolerance (relative decrease of E, and step size).
         n_sample: subsample size of the first stage; None uses all points throughout.
         seed: seed of the subsample.
-        backend: distance backend, ``"open3d"`` or ``"brute"`` (see :mod:`metrics.distance`).
+        backend: distance backend, ``"bvh"``, ``"open3d"`` or ``"brute"`` (see
+            :mod:`metrics.distance`).
         surface: a prebuilt :class:`MeshSurface` of (vertices, faces) to reuse.
 
     Returns:
@@ -352,7 +357,7 @@ def _lm(
         # delta(x) = s * rot (x - mu) + mu + tr, left-composed onto tf.
         delta = SimilarityTransform(rot, mu + tr - s * rot @ mu, s)
         cand = delta.compose(tf)
-        cev = _evaluate(surface, pts, cand)
+        cev = _evaluate(surface, pts, cand, ev.state)
         step_size = abs(log_s) + float(np.linalg.norm(w)) + float(np.linalg.norm(tr)) / radius
         if cev.cost < ev.cost:
             decrease = (ev.cost - cev.cost) / ev.cost

@@ -3,9 +3,13 @@
 Room: the geometric kernel of scan-to-mesh error. Distances go to the closest point on the
 mesh *surface* (any point of any triangle), never to the nearest vertex.
 
-Two backends give the same numbers:
+Three backends give the same numbers:
 
-* ``"open3d"`` (default): open3d's ``RaycastingScene.compute_closest_points`` (Embree BVH,
+* ``"bvh"`` (default): our own bounding-volume hierarchy (:mod:`metrics.bvh`, compiled with
+  numba) finds the nearest triangle exactly in float64, optionally starting from a hint per
+  point (the triangle found at the previous ICP transform); the closest point on it is then
+  computed as below. Single-threaded: the runner scores samples in parallel processes.
+* ``"open3d"``: open3d's ``RaycastingScene.compute_closest_points`` (Embree BVH,
   float32) finds the closest triangle; the closest point on that triangle is then recomputed
   exactly in float64 (Ericson's region test), and coordinates are centred on the mesh before
   the float32 cast. Measured against the brute-force reference: open3d's own float32
@@ -17,12 +21,13 @@ Two backends give the same numbers:
 Example::
 
     from metrics import point_to_mesh_distance
-    res = point_to_mesh_distance(scan_points, verts, faces)      # backend="open3d"
+    res = point_to_mesh_distance(scan_points, verts, faces)      # backend="bvh"
     res.distances        # (N,) same unit as the inputs
     res.closest_points   # (N, 3)
     res.face_ids         # (N,) triangle of each closest point
 
-For repeated queries against one mesh (ICP), build :class:`MeshSurface` once.
+For repeated queries against one mesh (ICP), build :class:`MeshSurface` once and pass the
+previous answer's ``face_ids`` as ``hint`` (same answer, fewer tree nodes visited).
 
 References:
     C. Ericson, *Real-Time Collision Detection*, 2005, section 5.1.5 (closest point on a
@@ -37,10 +42,13 @@ from typing import NamedTuple
 import numpy as np
 
 from metrics._checks import as_faces, as_points
+from metrics.bvh import NearestState, TriangleBVH
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("open3d", "brute")
+BACKENDS = ("bvh", "open3d", "brute")
+#: The backend every scoring function uses unless told otherwise.
+DEFAULT_BACKEND = "bvh"
 
 # Pairs of (point, triangle) handled per chunk by the brute-force backend; ~20 float64
 # temporaries of this many elements (x3 for vectors) stay well under 1 GB.
@@ -178,16 +186,17 @@ def _brute_closest(points: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.
 class MeshSurface:
     """A triangle mesh prepared for repeated closest-point queries.
 
-    Builds the backend's acceleration structure once (open3d's Embree BVH), so ICP can
-    query many point sets against the same mesh. Queries are exact in float64 (see the
+    Builds the backend's acceleration structure once (our BVH, or open3d's Embree BVH), so
+    ICP can query many point sets against the same mesh. Queries are exact in float64 (see the
     module docstring). Zero-area triangles are ignored by both backends (they have no
     surface; NoW's ``clean_degenerated_faces`` drops them too).
 
     Args:
         vertices: (V, 3) mesh vertices, any unit.
         faces: (F, 3) int triangles, 0-based.
-        backend: ``"open3d"`` or ``"brute"``.
-        n_threads: threads for open3d queries; 0 lets open3d use every core.
+        backend: ``"bvh"`` (default), ``"open3d"`` or ``"brute"``.
+        n_threads: threads for open3d queries; 0 lets open3d use every core (the other
+            backends run on one thread).
 
     Raises:
         ValueError: NaN/inf vertices, no triangles (or only zero-area ones), face indices out
@@ -199,7 +208,7 @@ class MeshSurface:
         self,
         vertices: np.ndarray,
         faces: np.ndarray,
-        backend: str = "open3d",
+        backend: str = DEFAULT_BACKEND,
         n_threads: int = 0,
     ) -> None:
         if backend not in BACKENDS:
@@ -217,8 +226,14 @@ class MeshSurface:
         if self._kept.size < self.n_faces:
             logger.debug("ignoring %d zero-area triangles", self.n_faces - self._kept.size)
         self._tri = self.vertices[self.faces[self._kept]]  # (F', 3, 3) float64
+        # position of every face among the kept ones (-1: dropped), to read hints
+        self._kept_pos = np.full(self.n_faces, -1, np.int64)
+        self._kept_pos[self._kept] = np.arange(self._kept.size)
         self._scene = None
-        if backend == "open3d":
+        self._bvh = None
+        if backend == "bvh":
+            self._bvh = TriangleBVH(self._tri)
+        elif backend == "open3d":
             o3d = _import_open3d()
             # Centre before the float32 cast: float32 keeps ~7 significant digits, so a
             # mesh 1 m from the origin would otherwise lose ~0.1 um, a scan in mm ~0.1 mm.
@@ -236,13 +251,30 @@ class MeshSurface:
         """Number of triangles F."""
         return int(self.faces.shape[0])
 
-    def query(self, points: np.ndarray) -> SurfaceDistance:
-        """Closest surface points to ``points`` ((N, 3), same unit as the mesh)."""
+    def query(self, points: np.ndarray, hint: np.ndarray | None = None) -> SurfaceDistance:
+        """Closest surface points to ``points`` ((N, 3), same unit as the mesh).
+
+        ``hint``: optional (N,) face ids to start the search from (e.g. the ``face_ids`` of
+        the previous query of the same points); only the ``"bvh"`` backend reads it, and
+        the answer does not depend on it.
+        """
         pts = as_points(points, "query points", allow_empty=True)
         if pts.shape[0] == 0:
             return SurfaceDistance(np.zeros(0), np.zeros((0, 3)), np.zeros(0, np.int64))
         if self.backend == "brute":
             closest, fid = _brute_closest(pts, self._tri)
+            d = np.linalg.norm(pts - closest, axis=1)
+            return SurfaceDistance(d, closest, self._kept[fid])
+        if self.backend == "bvh":
+            start = None
+            if hint is not None:
+                h = np.asarray(hint, np.int64)
+                if h.shape != (pts.shape[0],):
+                    raise ValueError(f"hint must be ({pts.shape[0]},) face ids, got {h.shape}.")
+                if h.size and (h.min() < -1 or h.max() >= self.n_faces):
+                    raise ValueError("hint holds face ids out of range.")
+                start = np.where(h >= 0, self._kept_pos[np.maximum(h, 0)], -1)
+            fid = self._bvh.nearest(pts, start)
         else:
             q = self._o3d.core.Tensor(np.ascontiguousarray(pts - self._origin, np.float32))
             ans = self._scene.compute_closest_points(q, nthreads=self.n_threads)
@@ -250,8 +282,33 @@ class MeshSurface:
             if fid.size and (fid.min() < 0 or fid.max() >= self._kept.size):
                 # Embree reports no hit only for an empty scene; guard anyway.
                 raise ValueError("open3d returned no closest triangle; the mesh may be degenerate.")
-            tri = self._tri[fid]
-            closest = closest_point_on_triangle(pts, tri[:, 0], tri[:, 1], tri[:, 2])
+        return self._answer(pts, fid)
+
+    def query_tracked(
+        self, points: np.ndarray, state: NearestState | None = None
+    ) -> tuple[SurfaceDistance, NearestState | None]:
+        """:meth:`query` for one point set queried again and again as it moves (ICP).
+
+        Pass back the state the previous call on the same points returned: with the
+        ``"bvh"`` backend, points that moved less than their margin keep their triangle
+        without a search, which is certified exact (:meth:`TriangleBVH.nearest_tracked`).
+        Other backends ignore the state (and return None).
+
+        Returns:
+            (the same :class:`SurfaceDistance` as :meth:`query`, the state for the next call).
+        """
+        if self.backend != "bvh":
+            return self.query(points), None
+        pts = as_points(points, "query points", allow_empty=True)
+        if pts.shape[0] == 0:
+            return self.query(pts), None
+        fid, state = self._bvh.nearest_tracked(pts, state)
+        return self._answer(pts, fid), state
+
+    def _answer(self, pts: np.ndarray, fid: np.ndarray) -> SurfaceDistance:
+        """Exact float64 closest points on the triangles found (``fid`` among the kept)."""
+        tri = self._tri[fid]
+        closest = closest_point_on_triangle(pts, tri[:, 0], tri[:, 1], tri[:, 2])
         d = np.linalg.norm(pts - closest, axis=1)
         return SurfaceDistance(d, closest, self._kept[fid])
 
@@ -265,7 +322,7 @@ def _import_open3d():  # noqa: ANN202 - returns the module
         raise ImportError(
             "point-to-surface distances with backend='open3d' need open3d: "
             "`pip install open3d-cpu` (x86_64) or `pip install open3d`; "
-            "backend='brute' works without it but is O(points x triangles)."
+            "the default backend='bvh' works without it."
         ) from exc
     return o3d
 
@@ -274,7 +331,7 @@ def point_to_mesh_distance(
     points: np.ndarray,
     vertices: np.ndarray,
     faces: np.ndarray,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
 ) -> SurfaceDistance:
     """Unsigned distance from each point to the surface of a triangle mesh.
 
@@ -286,8 +343,8 @@ def point_to_mesh_distance(
         points: (N, 3) query points (e.g. scan vertices).
         vertices: (V, 3) mesh vertices.
         faces: (F, 3) int triangles, 0-based.
-        backend: ``"open3d"`` (BVH, float64-exact refinement) or ``"brute"`` (exhaustive
-            float64 reference, O(N * F)).
+        backend: ``"bvh"`` (default: our float64 BVH), ``"open3d"`` (Embree, float64-exact
+            refinement) or ``"brute"`` (exhaustive float64 reference, O(N * F)).
 
     Returns:
         :class:`SurfaceDistance` with (N,) distances, (N, 3) closest points, (N,) face ids.

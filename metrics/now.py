@@ -12,7 +12,8 @@ Protocol (NoW ``scan2mesh_computations.py`` / ``..._metrical.py``, DESIGN.md sec
 2. Similarity from the 7 predicted landmarks onto the 7 scan landmarks (Umeyama with scale;
    rigid for the metrical variant).
 3. Refine by minimising the sum of squared scan-to-surface distances over scale, rotation
-   and translation (rotation and translation only for the metrical variant).
+   and translation (rotation and translation only for the metrical variant), stopping at
+   NoW's relative tolerance 1e-4.
 4. Error = unsigned distance from every cropped scan point to the aligned mesh surface, mm.
 5. Dataset figures: median, mean and std (numpy ``ddof=0``) of all distances pooled over the
    images (:func:`pooled_now_stats`).
@@ -40,7 +41,7 @@ import numpy as np
 
 from metrics._checks import UNIT_TO_MM, as_faces, as_points, check_unit
 from metrics.alignment import SimilarityTransform, refine_alignment, umeyama
-from metrics.distance import MeshSurface
+from metrics.distance import DEFAULT_BACKEND, MeshSurface
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ logger = logging.getLogger(__name__)
 NOW_CENTRE_RATIO = 0.3
 #: NoW crop: radius = this factor times half of (outer-eye distance + nose length).
 NOW_RADIUS_FACTOR = 1.4
+#: NoW's stopping tolerance: its chumpy dogleg stops once an accepted step lowers the
+#: objective by less than ``e_3 = 1e-4`` relative (``scan2mesh_computations.py``); ours uses
+#: the same value for the same test (see :func:`metrics.alignment.refine_alignment`).
+NOW_TOL = 1e-4
 #: The 7 NoW landmarks as iBUG-68 ids, in NoW order (outer/inner corner of the subject's
 #: right eye, inner/outer corner of the left eye, nose bottom, mouth corners).
 NOW_LANDMARK_NAMES = (
@@ -190,12 +195,13 @@ def now_scan_to_mesh(
     centre_ratio: float = NOW_CENTRE_RATIO,
     radius_factor: float = NOW_RADIUS_FACTOR,
     max_iter: int = 50,
-    tol: float = 1e-6,
+    tol: float = NOW_TOL,
     n_sample: int | None = 10000,
     seed: int = 0,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
     check_units: bool = True,
     n_threads: int = 0,
+    surface: MeshSurface | None = None,
 ) -> NowResult:
     """Scores one predicted mesh against one scan with the NoW protocol.
 
@@ -217,12 +223,15 @@ def now_scan_to_mesh(
         centre_ratio: crop-sphere centre position, see :func:`now_crop_centre_radius`.
         radius_factor: crop-sphere radius factor, see :func:`now_crop_centre_radius`.
         max_iter: refinement iteration cap, see :func:`refine_alignment`.
-        tol: refinement stopping tolerance.
+        tol: refinement stopping tolerance; default NoW's (:data:`NOW_TOL`).
         n_sample: first-stage subsample size of the refinement (None: all points).
         seed: subsample seed.
-        backend: ``"open3d"`` (fast) or ``"brute"`` (reference) distances.
+        backend: ``"bvh"`` (default, fast), ``"open3d"`` or ``"brute"`` (reference)
+            distances, see :mod:`metrics.distance`.
         check_units: reject inputs whose extent is not face-sized in ``unit``.
         n_threads: threads for open3d's distance queries (0: all cores).
+        surface: a prebuilt :class:`MeshSurface` of (pred_vertices, pred_faces) to use
+            (and to reuse afterwards, e.g. for the eye-region error); built when None.
 
     Returns:
         :class:`NowResult`.
@@ -258,7 +267,8 @@ def now_scan_to_mesh(
     cropped = scan[mask]
 
     init = umeyama(pred_lmk, scan_lmk, with_scale=not metrical)
-    surface = MeshSurface(verts, faces, backend=backend, n_threads=n_threads)
+    if surface is None:
+        surface = MeshSurface(verts, faces, backend=backend, n_threads=n_threads)
     ref = refine_alignment(
         cropped,
         verts,

@@ -76,7 +76,8 @@ from scipy.spatial import cKDTree
 
 from metrics._checks import UNIT_TO_MM, as_faces, as_points
 from metrics.alignment import SimilarityTransform, umeyama
-from metrics.distance import MeshSurface
+from metrics.bvh import NearestState
+from metrics.distance import DEFAULT_BACKEND, MeshSurface, SurfaceDistance
 
 logger = logging.getLogger(__name__)
 
@@ -293,10 +294,14 @@ class _MovingSurface:
     def __init__(self, surface: MeshSurface) -> None:
         self.surface = surface
         self.transform = SimilarityTransform.identity()
+        self._state: NearestState | None = None
 
     def closest(self, points: np.ndarray) -> np.ndarray:
         local = self.transform.inverse().apply(points)
-        return self.transform.apply(self.surface.query(local).closest_points)
+        # ICP asks for the same points again after a small motion: the previous search's
+        # state lets points that barely moved skip the search (exact, see metrics.bvh)
+        res, self._state = self.surface.query_tracked(local, self._state)
+        return self.transform.apply(res.closest_points)
 
 
 def region_icp(
@@ -307,7 +312,7 @@ def region_icp(
     gt_keypoints: np.ndarray,
     repeat_divisor: float = 1.0,
     params: RealyParams = DEFAULT_PARAMS,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
     surface: MeshSurface | None = None,
 ) -> RegionIcpResult:
     """REALY's rICP: rigid ICP of a prediction onto one ground-truth region.
@@ -552,7 +557,7 @@ def region_error(
     pred_keypoints: np.ndarray | None = None,
     gt_keypoints: np.ndarray | None = None,
     params: RealyParams = DEFAULT_PARAMS,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
     surface: MeshSurface | None = None,
 ) -> RegionError:
     """REALY's bICP error of one region (after rICP).
@@ -597,7 +602,7 @@ def realy_evaluate(
     regions: Mapping[str, tuple[np.ndarray, np.ndarray]],
     unit_mm: float = 1.0,
     params: RealyParams = DEFAULT_PARAMS,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
     error_faces: np.ndarray | None = None,
 ) -> RealyResult:
     """Scores one predicted mesh against ground-truth regions (REALY protocol).
@@ -664,21 +669,27 @@ def realy_evaluate(
 
 
 class _TransformedSurface:
-    """``MeshSurface``-like view of a prebuilt surface under a rigid transform."""
+    """``MeshSurface``-like view of a prebuilt surface under a similarity transform T.
 
-    def __init__(self, surface: MeshSurface, transform: SimilarityTransform) -> None:
-        self._moving = _MovingSurface(surface)
-        self._moving.transform = transform
+    Answers for ``T(mesh)`` without rebuilding: closest points on ``T(mesh)`` of ``q`` are
+    ``T(closest on mesh of T^-1 q)`` (a similarity keeps nearest points nearest).
+    """
 
-    def query(self, points: np.ndarray):  # noqa: ANN201 - a SurfaceDistance-like tuple
-        closest = self._moving.closest(as_points(points, "query points"))
-        d = np.linalg.norm(np.asarray(points, np.float64) - closest, axis=1)
-        return _Closest(d, closest)
+    def __init__(self, surface: MeshSurface | _TransformedSurface,
+                 transform: SimilarityTransform) -> None:
+        self.surface = surface
+        self.transform = transform
+        self._inverse = transform.inverse()
 
+    def query(self, points: np.ndarray) -> SurfaceDistance:
+        return self.query_tracked(points)[0]
 
-class _Closest(NamedTuple):
-    distances: np.ndarray
-    closest_points: np.ndarray
+    def query_tracked(self, points: np.ndarray, state: NearestState | None = None
+                      ) -> tuple[SurfaceDistance, NearestState | None]:
+        pts = as_points(points, "query points")
+        res, state = self.surface.query_tracked(self._inverse.apply(pts), state)
+        closest = self.transform.apply(res.closest_points)
+        return SurfaceDistance(np.linalg.norm(pts - closest, axis=1), closest, res.face_ids), state
 
 
 def realy_report(per_subject: Sequence[Mapping[str, float]]) -> RealyReport:
@@ -732,7 +743,8 @@ def eye_region_s2m(
     gt_keypoints: np.ndarray,
     unit: str = "m",
     params: RealyParams = DEFAULT_PARAMS,
-    backend: str = "open3d",
+    backend: str = DEFAULT_BACKEND,
+    surface: MeshSurface | None = None,
 ) -> EyeRegionResult:
     """Eye-region error: REALY's gICP and rICP on the periocular region, then scan-to-mesh.
 
@@ -756,6 +768,8 @@ def eye_region_s2m(
             the metric unit nearest REALY's, so REALY's tolerances keep their meaning.
         params: rICP parameters.
         backend: closest-point backend of ``metrics.distance``.
+        surface: a prebuilt :class:`MeshSurface` of (vertices, faces) in ``unit`` to reuse
+            (e.g. the one scan-to-mesh scoring built); the alignment moves a view of it.
 
     Returns:
         :class:`EyeRegionResult`.
@@ -774,8 +788,12 @@ def eye_region_s2m(
         raise ValueError("the eye region needs the 68 landmarks on both meshes.")
     glob = realy_keypoint_similarity(kp_p[seven], kp_g[seven], with_scale=True)
     v_glob = glob.apply(verts)
-    surface = MeshSurface(v_glob, faces, backend=backend)
+    if surface is None:
+        surface = MeshSurface(vertices, faces, backend=backend)
+    # the surface is in the input unit and frame; the view answers in the cm frame of v_glob
+    view = _TransformedSurface(surface, glob.compose(SimilarityTransform(np.eye(3), np.zeros(3),
+                                                                          to_cm)))
     icp = region_icp(v_glob, faces, pts, glob.apply(kp_p)[eyes], kp_g[eyes], 1.0, params,
-                     backend, surface)
-    d = _TransformedSurface(surface, icp.transform).query(pts).distances * 10.0
+                     backend, view)
+    d = _TransformedSurface(view, icp.transform).query(pts).distances * 10.0
     return EyeRegionResult(float(d.mean()), float(np.median(d)), d, icp.n_iter)

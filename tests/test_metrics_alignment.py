@@ -181,6 +181,7 @@ def test_refinement_brute_backend_agrees(face):
     pert = SimilarityTransform(Rotation.from_rotvec([0.0, 0.02, 0.0]).as_matrix(),
                                np.array([0.001, 0, 0]), 1.0)
     scan = v[::5]
-    a = refine_alignment(scan, pert.apply(v), f, backend="open3d", n_sample=None)
     b = refine_alignment(scan, pert.apply(v), f, backend="brute", n_sample=None)
-    np.testing.assert_allclose(a.transform.apply(v), b.transform.apply(v), atol=1e-7)
+    for backend in ("bvh", "open3d"):
+        a = refine_alignment(scan, pert.apply(v), f, backend=backend, n_sample=None)
+        np.testing.assert_allclose(a.transform.apply(v), b.transform.apply(v), atol=1e-7)

@@ -86,7 +86,7 @@ def test_closest_point_degenerate_triangle_uses_edges():
     np.testing.assert_allclose(got, np.zeros((3, 3)), atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["open3d", "brute"])
+@pytest.mark.parametrize("backend", ["bvh", "open3d", "brute"])
 def test_sphere_against_concentric_sphere_gives_d(backend):
     # Points at radius r + d straight out from the vertices of an inscribed polyhedron:
     # the tangent plane at a vertex supports the polyhedron, so the vertex is the closest
@@ -115,7 +115,7 @@ def test_sphere_random_directions_within_chord_error():
     assert (res.distances <= upper).all()
 
 
-@pytest.mark.parametrize("backend", ["open3d", "brute"])
+@pytest.mark.parametrize("backend", ["bvh", "open3d", "brute"])
 def test_plane_distances(backend):
     v = np.array([[-1.0, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]]) * 0.1
     f = np.array([[0, 1, 2], [0, 2, 3]])
@@ -211,9 +211,143 @@ def test_zero_area_triangles_are_ignored_by_both_backends(ict_face):
     f[bad, 2] = f[bad, 1]  # collapse 200 triangles to segments
     f = np.r_[f, [[0, 0, 0], [5, 5, 6]]]  # a point and a dangling segment
     pts = v[rng.integers(0, len(v), 300)] + rng.normal(scale=0.003, size=(300, 3))
-    fast = point_to_mesh_distance(pts, v, f)
-    ref = point_to_mesh_distance(pts, v, f, backend="brute")
-    np.testing.assert_allclose(fast.distances, ref.distances, atol=1e-6)
-    assert not np.isin(fast.face_ids, np.r_[bad, len(f) - 2, len(f) - 1]).any()
+    for backend in ("bvh", "open3d"):
+        fast = point_to_mesh_distance(pts, v, f, backend=backend)
+        ref = point_to_mesh_distance(pts, v, f, backend="brute")
+        np.testing.assert_allclose(fast.distances, ref.distances, atol=1e-6)
+        assert not np.isin(fast.face_ids, np.r_[bad, len(f) - 2, len(f) - 1]).any()
     with pytest.raises(ValueError, match="degenerate"):
         point_to_mesh_distance(pts, v, [[0, 0, 0], [1, 1, 2]])
+
+
+# --- the default "bvh" backend (metrics/bvh.py) -------------------------------------------
+
+
+def _mixed_points(v: np.ndarray, n_near: int, n_far: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    near = v[rng.integers(0, len(v), n_near)] + rng.normal(scale=0.004, size=(n_near, 3))
+    far = rng.uniform(lo - 0.05, hi + 0.05, size=(n_far, 3))
+    return np.concatenate([near, far, v[:20]])  # v[:20]: exactly on the surface
+
+
+def test_bvh_is_the_default_and_equals_brute_force_to_rounding(ict_face):
+    v, f = ict_face
+    pts = _mixed_points(v, 400, 100, seed=7)
+    fast = point_to_mesh_distance(pts, v, f)
+    assert MeshSurface(v, f).backend == "bvh"
+    ref = point_to_mesh_distance(pts, v, f, backend="brute")
+    # float64 search and float64 closest point: equal to rounding, no float32 step at all
+    assert np.abs(fast.distances - ref.distances).max() < 1e-15
+    # where the triangles differ they are equidistant (a shared edge or vertex)
+    np.testing.assert_allclose(fast.closest_points, ref.closest_points, atol=1e-12)
+
+
+def test_bvh_answer_does_not_depend_on_the_hint(ict_face):
+    v, f = ict_face
+    pts = _mixed_points(v, 300, 60, seed=11)
+    surf = MeshSurface(v, f)
+    plain = surf.query(pts)
+    rng = np.random.default_rng(0)
+    for hint in (plain.face_ids, rng.integers(-1, len(f), len(pts)), np.full(len(pts), -1)):
+        got = surf.query(pts, hint=hint)
+        np.testing.assert_array_equal(got.face_ids, plain.face_ids)
+        np.testing.assert_array_equal(got.distances, plain.distances)
+    # a moved point set with the previous answer as the hint: same as a fresh search
+    moved = pts + rng.normal(scale=0.001, size=pts.shape)
+    np.testing.assert_array_equal(surf.query(moved, hint=plain.face_ids).face_ids,
+                                  surf.query(moved).face_ids)
+
+
+def test_bvh_hint_on_a_dropped_triangle_is_only_a_bound(ict_face):
+    v, f = ict_face
+    f = np.r_[f, [[0, 0, 1]]]  # a zero-area triangle the search never returns
+    pts = v[:50] + 0.001
+    surf = MeshSurface(v, f)
+    got = surf.query(pts, hint=np.full(50, len(f) - 1))
+    np.testing.assert_array_equal(got.face_ids, surf.query(pts).face_ids)
+
+
+@pytest.mark.parametrize(
+    ("hint", "match"),
+    [(np.zeros(3, np.int64), r"hint must be \(5,\)"), (np.full(5, 10**6), "out of range"),
+     (np.full(5, -2), "out of range")],
+)
+def test_bvh_bad_hint_raises(hint, match):
+    v, f = icosphere(0.1, 1)
+    with pytest.raises(ValueError, match=match):
+        MeshSurface(v, f).query(np.zeros((5, 3)), hint=hint)
+
+
+def test_bvh_single_triangle_and_coincident_centroids():
+    # one triangle; and many triangles sharing one centroid (the median split must still end)
+    v = np.array([[0.0, 0, 0], [0.1, 0, 0], [0, 0.1, 0]])
+    got = point_to_mesh_distance([[0.03, 0.03, 0.002], [-0.1, 0, 0]], v, [[0, 1, 2]])
+    np.testing.assert_allclose(got.distances, [0.002, 0.1], atol=1e-15)
+    ang = np.linspace(0, np.pi, 40, endpoint=False)
+    tri = np.stack([np.stack([np.cos(a + k * 2 * np.pi / 3) * np.r_[1.0, 0, 0]
+                              + np.sin(a + k * 2 * np.pi / 3) * np.r_[0, 1.0, 0]
+                              for k in range(3)]) for a in ang])  # centroids all at 0
+    vv = tri.reshape(-1, 3)
+    ff = np.arange(len(vv)).reshape(-1, 3)
+    pts = np.random.default_rng(2).normal(size=(200, 3))
+    np.testing.assert_allclose(point_to_mesh_distance(pts, vv, ff).distances,
+                               point_to_mesh_distance(pts, vv, ff, backend="brute").distances,
+                               atol=1e-14)
+
+
+def test_bvh_refuses_malformed_triangles():
+    from metrics.bvh import TriangleBVH
+
+    with pytest.raises(ValueError, match=r"\(F, 3, 3\)"):
+        TriangleBVH(np.zeros((0, 3, 3)))
+    with pytest.raises(ValueError, match=r"\(F, 3, 3\)"):
+        TriangleBVH(np.zeros((4, 3)))
+
+
+def test_bvh_tracked_search_equals_a_fresh_search_as_points_move(ict_face):
+    """ICP's repeated queries: certified triangles are the ones a fresh search finds."""
+    v, f = ict_face
+    pts = _mixed_points(v, 600, 100, seed=5)
+    surf = MeshSurface(v, f)
+    rng = np.random.default_rng(9)
+    state = None
+    skipped = 0
+    for step in (0.0, 1e-3, 1e-4, 1e-5, 1e-6, 0.0, 5e-3):  # metres: large and tiny motions
+        pts = pts + rng.normal(scale=step, size=pts.shape) if step else pts
+        before = None if state is None else state.face.copy()
+        got, state = surf.query_tracked(pts, state)
+        fresh = surf.query(pts)
+        np.testing.assert_array_equal(got.face_ids, fresh.face_ids)
+        np.testing.assert_array_equal(got.distances, fresh.distances)
+        assert np.all(state.lower >= fresh.distances - 1e-15)  # bounds the *other* triangles
+        if before is not None:
+            skipped += int((state.face == before).sum())
+    assert skipped > 0
+    # a state of another point set (other size) is ignored, not misread
+    other, _ = surf.query_tracked(pts[:10], state)
+    np.testing.assert_array_equal(other.face_ids, surf.query(pts[:10]).face_ids)
+
+
+def test_bvh_tracked_lower_bound_holds_for_every_other_triangle():
+    v, f = icosphere(0.1, 2)
+    surf = MeshSurface(v, f, backend="bvh")
+    pts = np.random.default_rng(4).normal(scale=0.08, size=(40, 3))
+    _, state = surf.query_tracked(pts)
+    tri = v[f]
+    from metrics.distance import closest_point_on_triangle as cpt
+
+    for i, p in enumerate(pts):
+        d = np.linalg.norm(cpt(p[None], tri[:, 0], tri[:, 1], tri[:, 2]) - p, axis=1)
+        others = np.delete(d, state.face[i])
+        assert others.min() >= state.lower[i] - 1e-15
+
+
+def test_other_backends_ignore_the_tracking_state(ict_face):
+    v, f = ict_face
+    pts = _mixed_points(v, 50, 10, seed=1)
+    for backend in ("open3d", "brute"):
+        got, state = MeshSurface(v, f, backend=backend).query_tracked(pts)
+        assert state is None
+        np.testing.assert_allclose(got.distances, point_to_mesh_distance(pts, v, f).distances,
+                                   atol=1e-8)

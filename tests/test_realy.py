@@ -388,6 +388,31 @@ def test_eye_region_column_separates_closed_from_open_eyes():
     assert "eye_region_s2m_mm" not in row
 
 
+def test_eye_region_reuses_a_prebuilt_surface_with_the_same_answer():
+    """Scoring hands S2M's search tree to the eye-region metric: same error, no rebuild."""
+    from methods.facemodel import load_ict
+    from methods.topology import get_topology
+    from metrics import MeshSurface, eye_region_s2m
+
+    full, narrow = load_ict("full"), load_ict("narrow")
+    rng = np.random.default_rng(1)
+    ident = rng.normal(size=20) * 0.8
+    closed = np.zeros(full.n_exp)
+    closed[full.exp_index("eyeBlink_L")] = 1.1
+    gt = full.vertices(ident, closed)
+    topo = get_topology("ict-full")
+    mask = topo.regions["eyes"]
+    verts = narrow.vertices(ident, np.zeros(full.n_exp)).astype(np.float64)
+    lmk = get_topology("ict-narrow").landmarks(verts)
+    args = (verts, narrow.faces, lmk, gt[mask], topo.landmarks(gt))
+    fresh = eye_region_s2m(*args)
+    shared = eye_region_s2m(*args, surface=MeshSurface(verts, narrow.faces))
+    o3d = eye_region_s2m(*args, backend="open3d")
+    assert fresh.mean_mm > 0.3  # an open eye against a closed one: a real error
+    np.testing.assert_allclose(shared.distances_mm, fresh.distances_mm, atol=1e-9)
+    np.testing.assert_allclose(o3d.distances_mm, fresh.distances_mm, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------
 # Leaderboard
 # ----------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ O(points x triangles)): ``test_brute_force_ratio`` counts the point queries the 
 makes on the full case, times the brute-force backend per point query on the full mesh,
 and extrapolates; it also runs the complete brute-force pipeline on a reduced scan to show
 the two backends agree. Numbers go to ``benchmark.extra_info`` (``--benchmark-json``).
+
+``test_backend_cpu_ratio`` times the whole protocol with the default ``bvh`` search and with
+open3d's Embree search (one thread, so CPU time is comparable), interleaved in one process,
+and reports the CPU-time ratio.
 """
 
 from __future__ import annotations
@@ -83,9 +87,9 @@ def test_brute_force_ratio(benchmark, monkeypatch):
     queried = []
     orig = MeshSurface.query
 
-    def counting(self, points):
+    def counting(self, points, hint=None):
         queried.append(len(points))
-        return orig(self, points)
+        return orig(self, points, hint)
 
     monkeypatch.setattr(MeshSurface, "query", counting)
     now_scan_to_mesh(**c, n_threads=N_THREADS)
@@ -122,3 +126,27 @@ def test_brute_force_ratio(benchmark, monkeypatch):
     logger.warning("scan-to-mesh timings: %s", {k: round(v, 6) for k, v in info.items()})
     benchmark.pedantic(lambda: None, rounds=1)
     assert ratio > 1
+
+
+@pytest.mark.parametrize(("n_scan", "subdivide"), [(10_000, 0), (10_000, 1)])
+def test_backend_cpu_ratio(benchmark, n_scan, subdivide):
+    c = case(n_scan, subdivide)
+    cpu = {"bvh": [], "open3d": []}
+    out = {}
+    for _ in range(3):  # interleaved, best of 3 each
+        for backend in cpu:
+            t = time.process_time()
+            out[backend] = now_scan_to_mesh(**c, backend=backend, n_threads=1)
+            cpu[backend].append(time.process_time() - t)
+    best = {k: min(v) for k, v in cpu.items()}
+    info = {
+        "n_faces": len(c["pred_faces"]),
+        "bvh_cpu_s": best["bvh"],
+        "open3d_cpu_s": best["open3d"],
+        "ratio_open3d_over_bvh": best["open3d"] / best["bvh"],
+        "median_mm": [out["bvh"].median_mm, out["open3d"].median_mm],
+    }
+    benchmark.extra_info.update(info)
+    logger.warning("backend CPU: %s", info)
+    benchmark.pedantic(lambda: None, rounds=1)
+    assert abs(out["bvh"].median_mm - out["open3d"].median_mm) < 1e-3
