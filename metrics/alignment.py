@@ -23,13 +23,15 @@ References:
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from metrics._checks import as_points
-from metrics.bvh import NearestState
 from metrics.distance import DEFAULT_BACKEND, MeshSurface
+
+if TYPE_CHECKING:  # numba loads only when a BVH is built
+    from metrics.bvh import NearestState
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,11 @@ else of the suite is imported here.
 Why our own: scan-to-mesh scoring asks the same mesh for the closest points of the same scan
 a few times per alignment step (and REALY-style ICP a few dozen times), and the queries were
 most of a run's time. Embree (open3d) searches in float32 and from scratch every time; this
-search is exact in float64 and accepts a *hint* per point (the triangle found at the previous
-transform): its distance bounds the search radius from the start, so the traversal prunes
-most of the tree at once. The answer does not depend on the hint (it is the nearest
-triangle; exact ties go to the lowest triangle index).
+search is exact in float64 and, for points queried again after a small motion, starts from
+the triangle found last time (its distance bounds the search radius from the start) and
+skips the search where a lower bound kept from last time proves the triangle is still the
+nearest (:class:`NearestState`). The answer is always the nearest triangle (exact ties go to
+the lowest triangle index), whatever the starting point.
 
 Tree: built top-down, each node split at the median triangle centroid along the longest
 axis of its centroids (balanced, depth about ``log2(F / leaf)``), leaves of up to 4
@@ -22,8 +23,9 @@ Example::
 
     from metrics.bvh import TriangleBVH
     bvh = TriangleBVH(tri)                  # (F, 3, 3) float64 triangle corners
-    fid = bvh.nearest(points)               # (N,) index into tri of the closest triangle
-    fid = bvh.nearest(moved, hint=fid)      # same answer as without the hint, faster
+    fid = bvh.nearest(points)                        # (N,) index of the closest triangle
+    fid, state = bvh.nearest_tracked(points)
+    fid, state = bvh.nearest_tracked(moved, state)   # the same as nearest(moved), faster
 
 The first call in a process compiles the kernels (a few seconds); numba caches the machine
 code beside this file (``__pycache__``), so later processes load it.
@@ -406,7 +408,6 @@ class TriangleBVH:
         tri = np.ascontiguousarray(triangles, np.float64)
         if tri.ndim != 3 or tri.shape[1:] != (3, 3) or tri.shape[0] == 0:
             raise ValueError(f"triangles must be a non-empty (F, 3, 3) array, got {tri.shape}.")
-        self.triangles = tri
         *nodes, order = _build(tri, LEAF_SIZE)
         self._nodes = tuple(nodes)
         self._order = order
@@ -421,24 +422,21 @@ class TriangleBVH:
         """Nodes of the tree."""
         return int(self._nodes[0].shape[0])
 
-    def nearest(self, points: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:
+    def nearest(self, points: np.ndarray) -> np.ndarray:
         """Index of the nearest triangle to each point.
 
         Args:
             points: (N, 3) finite query points.
-            hint: optional (N,) triangle index per point to start from (e.g. the answer at
-                the previous transform); -1 for none. The answer does not depend on it.
 
         Returns:
             (N,) int64 triangle indices (ties: the lowest index).
 
         Raises:
-            ValueError: wrong shapes or a hint out of range.
+            ValueError: ``points`` not (N, 3).
         """
-        pts = self._points(points)
-        h = np.empty(0, np.int64) if hint is None else self._hint(hint, pts.shape[0])
-        face, _ = _nearest(pts, h, np.empty((0, 3)), np.empty(0), 0.0, 0.0, self._sorted,
-                           *self._nodes, self._order, self._rank)
+        face, _ = _nearest(self._points(points), np.empty(0, np.int64), np.empty((0, 3)),
+                           np.empty(0), 0.0, 0.0, self._sorted, *self._nodes, self._order,
+                           self._rank)
         return face
 
     def nearest_tracked(self, points: np.ndarray,
@@ -470,11 +468,3 @@ class TriangleBVH:
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"points must be (N, 3), got {pts.shape}.")
         return pts
-
-    def _hint(self, hint: np.ndarray, n: int) -> np.ndarray:
-        h = np.ascontiguousarray(hint, np.int64)
-        if h.shape != (n,):
-            raise ValueError(f"hint must be ({n},), got {h.shape}.")
-        if h.size and (h.max() >= self.triangles.shape[0] or h.min() < -1):
-            raise ValueError("hint holds triangle indices out of range.")
-        return h

@@ -6,9 +6,9 @@ mesh *surface* (any point of any triangle), never to the nearest vertex.
 Three backends give the same numbers:
 
 * ``"bvh"`` (default): our own bounding-volume hierarchy (:mod:`metrics.bvh`, compiled with
-  numba) finds the nearest triangle exactly in float64, optionally starting from a hint per
-  point (the triangle found at the previous ICP transform); the closest point on it is then
-  computed as below. Single-threaded: the runner scores samples in parallel processes.
+  numba) finds the nearest triangle exactly in float64, and across ICP steps starts from
+  the previous step's answer (:meth:`MeshSurface.query_tracked`); the closest point on it
+  is then computed as below. Single-threaded: the runner scores samples in parallel processes.
 * ``"open3d"``: open3d's ``RaycastingScene.compute_closest_points`` (Embree BVH,
   float32) finds the closest triangle; the closest point on that triangle is then recomputed
   exactly in float64 (Ericson's region test), and coordinates are centred on the mesh before
@@ -26,8 +26,9 @@ Example::
     res.closest_points   # (N, 3)
     res.face_ids         # (N,) triangle of each closest point
 
-For repeated queries against one mesh (ICP), build :class:`MeshSurface` once and pass the
-previous answer's ``face_ids`` as ``hint`` (same answer, fewer tree nodes visited).
+For repeated queries against one mesh (ICP), build :class:`MeshSurface` once; for the same
+points queried again after a small motion, use :meth:`MeshSurface.query_tracked` (the same
+answer, less search).
 
 References:
     C. Ericson, *Real-Time Collision Detection*, 2005, section 5.1.5 (closest point on a
@@ -37,12 +38,14 @@ References:
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from metrics._checks import as_faces, as_points
-from metrics.bvh import NearestState, TriangleBVH
+
+if TYPE_CHECKING:  # numba loads only when a BVH is built
+    from metrics.bvh import NearestState
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +229,11 @@ class MeshSurface:
         if self._kept.size < self.n_faces:
             logger.debug("ignoring %d zero-area triangles", self.n_faces - self._kept.size)
         self._tri = self.vertices[self.faces[self._kept]]  # (F', 3, 3) float64
-        # position of every face among the kept ones (-1: dropped), to read hints
-        self._kept_pos = np.full(self.n_faces, -1, np.int64)
-        self._kept_pos[self._kept] = np.arange(self._kept.size)
         self._scene = None
         self._bvh = None
         if backend == "bvh":
+            from metrics.bvh import TriangleBVH
+
             self._bvh = TriangleBVH(self._tri)
         elif backend == "open3d":
             o3d = _import_open3d()
@@ -251,13 +253,8 @@ class MeshSurface:
         """Number of triangles F."""
         return int(self.faces.shape[0])
 
-    def query(self, points: np.ndarray, hint: np.ndarray | None = None) -> SurfaceDistance:
-        """Closest surface points to ``points`` ((N, 3), same unit as the mesh).
-
-        ``hint``: optional (N,) face ids to start the search from (e.g. the ``face_ids`` of
-        the previous query of the same points); only the ``"bvh"`` backend reads it, and
-        the answer does not depend on it.
-        """
+    def query(self, points: np.ndarray) -> SurfaceDistance:
+        """Closest surface points to ``points`` ((N, 3), same unit as the mesh)."""
         pts = as_points(points, "query points", allow_empty=True)
         if pts.shape[0] == 0:
             return SurfaceDistance(np.zeros(0), np.zeros((0, 3)), np.zeros(0, np.int64))
@@ -266,15 +263,7 @@ class MeshSurface:
             d = np.linalg.norm(pts - closest, axis=1)
             return SurfaceDistance(d, closest, self._kept[fid])
         if self.backend == "bvh":
-            start = None
-            if hint is not None:
-                h = np.asarray(hint, np.int64)
-                if h.shape != (pts.shape[0],):
-                    raise ValueError(f"hint must be ({pts.shape[0]},) face ids, got {h.shape}.")
-                if h.size and (h.min() < -1 or h.max() >= self.n_faces):
-                    raise ValueError("hint holds face ids out of range.")
-                start = np.where(h >= 0, self._kept_pos[np.maximum(h, 0)], -1)
-            fid = self._bvh.nearest(pts, start)
+            fid = self._bvh.nearest(pts)
         else:
             q = self._o3d.core.Tensor(np.ascontiguousarray(pts - self._origin, np.float32))
             ans = self._scene.compute_closest_points(q, nthreads=self.n_threads)

@@ -67,7 +67,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import scipy.sparse
@@ -76,8 +76,10 @@ from scipy.spatial import cKDTree
 
 from metrics._checks import UNIT_TO_MM, as_faces, as_points
 from metrics.alignment import SimilarityTransform, umeyama
-from metrics.bvh import NearestState
 from metrics.distance import DEFAULT_BACKEND, MeshSurface, SurfaceDistance
+
+if TYPE_CHECKING:  # numba loads only when a BVH is built
+    from metrics.bvh import NearestState
 
 logger = logging.getLogger(__name__)
 

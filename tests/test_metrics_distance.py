@@ -243,40 +243,18 @@ def test_bvh_is_the_default_and_equals_brute_force_to_rounding(ict_face):
     np.testing.assert_allclose(fast.closest_points, ref.closest_points, atol=1e-12)
 
 
-def test_bvh_answer_does_not_depend_on_the_hint(ict_face):
+def test_bvh_state_of_another_motion_gives_the_same_answer(ict_face):
+    """The answer does not depend on where a tracked search starts from."""
     v, f = ict_face
     pts = _mixed_points(v, 300, 60, seed=11)
     surf = MeshSurface(v, f)
     plain = surf.query(pts)
     rng = np.random.default_rng(0)
-    for hint in (plain.face_ids, rng.integers(-1, len(f), len(pts)), np.full(len(pts), -1)):
-        got = surf.query(pts, hint=hint)
+    for scale in (0.0, 1e-4, 1e-2, 0.1):  # states left at nearby and far-away positions
+        _, state = surf.query_tracked(pts + rng.normal(scale=scale, size=pts.shape))
+        got, _ = surf.query_tracked(pts, state)
         np.testing.assert_array_equal(got.face_ids, plain.face_ids)
         np.testing.assert_array_equal(got.distances, plain.distances)
-    # a moved point set with the previous answer as the hint: same as a fresh search
-    moved = pts + rng.normal(scale=0.001, size=pts.shape)
-    np.testing.assert_array_equal(surf.query(moved, hint=plain.face_ids).face_ids,
-                                  surf.query(moved).face_ids)
-
-
-def test_bvh_hint_on_a_dropped_triangle_is_only_a_bound(ict_face):
-    v, f = ict_face
-    f = np.r_[f, [[0, 0, 1]]]  # a zero-area triangle the search never returns
-    pts = v[:50] + 0.001
-    surf = MeshSurface(v, f)
-    got = surf.query(pts, hint=np.full(50, len(f) - 1))
-    np.testing.assert_array_equal(got.face_ids, surf.query(pts).face_ids)
-
-
-@pytest.mark.parametrize(
-    ("hint", "match"),
-    [(np.zeros(3, np.int64), r"hint must be \(5,\)"), (np.full(5, 10**6), "out of range"),
-     (np.full(5, -2), "out of range")],
-)
-def test_bvh_bad_hint_raises(hint, match):
-    v, f = icosphere(0.1, 1)
-    with pytest.raises(ValueError, match=match):
-        MeshSurface(v, f).query(np.zeros((5, 3)), hint=hint)
 
 
 def test_bvh_single_triangle_and_coincident_centroids():

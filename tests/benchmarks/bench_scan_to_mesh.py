@@ -85,15 +85,15 @@ def test_brute_force_ratio(benchmark, monkeypatch):
     now_scan_to_mesh(**c, n_threads=1)
     fast_cpu_1thread_s = time.process_time() - cpu0
     queried = []
-    orig = MeshSurface.query
+    orig = MeshSurface.query_tracked  # what the alignment calls
 
-    def counting(self, points, hint=None):
+    def counting(self, points, state=None):
         queried.append(len(points))
-        return orig(self, points, hint)
+        return orig(self, points, state)
 
-    monkeypatch.setattr(MeshSurface, "query", counting)
+    monkeypatch.setattr(MeshSurface, "query_tracked", counting)
     now_scan_to_mesh(**c, n_threads=N_THREADS)
-    monkeypatch.setattr(MeshSurface, "query", orig)
+    monkeypatch.setattr(MeshSurface, "query_tracked", orig)
     n_queried = int(sum(queried))
     # 2) brute force per point query on the same 73840-triangle mesh
     aligned = res.transform.apply(c["pred_vertices"])
