@@ -417,11 +417,6 @@ class TriangleBVH:
         # absolute part of the tracked search's margin: a thousandth of the mesh's size
         self._margin = 1e-3 * float(np.linalg.norm(tri.max(axis=(0, 1)) - tri.min(axis=(0, 1))))
 
-    @property
-    def n_nodes(self) -> int:
-        """Nodes of the tree."""
-        return int(self._nodes[0].shape[0])
-
     def nearest(self, points: np.ndarray) -> np.ndarray:
         """Index of the nearest triangle to each point.
 

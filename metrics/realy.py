@@ -287,25 +287,6 @@ def realy_keypoint_similarity(
     return SimilarityTransform(rot, trans, scale)
 
 
-class _MovingSurface:
-    """A mesh surface under a rigid motion, queried without rebuilding its BVH.
-
-    Closest points on ``T(mesh)`` of ``q`` are ``T(closest on mesh of T^-1 q)`` for rigid T.
-    """
-
-    def __init__(self, surface: MeshSurface) -> None:
-        self.surface = surface
-        self.transform = SimilarityTransform.identity()
-        self._state: NearestState | None = None
-
-    def closest(self, points: np.ndarray) -> np.ndarray:
-        local = self.transform.inverse().apply(points)
-        # ICP asks for the same points again after a small motion: the previous search's
-        # state lets points that barely moved skip the search (exact, see metrics.bvh)
-        res, self._state = self.surface.query_tracked(local, self._state)
-        return self.transform.apply(res.closest_points)
-
-
 def region_icp(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -345,11 +326,13 @@ def region_icp(
     kp_p = np.tile(kp_p, (reps, 1))
     kp_g = np.tile(kp_g, (reps, 1))
     target = np.vstack([pts, kp_g])
-    moving = _MovingSurface(surface or MeshSurface(verts, faces, backend=backend))
+    base = surface or MeshSurface(verts, faces, backend=backend)
     total = SimilarityTransform.identity()
     prev, n_iter, residual = 0.0, 0, float("nan")
+    state = None  # ICP asks for the same points again after a small motion (metrics.bvh)
     while True:
-        corr = np.vstack([moving.closest(pts), total.apply(kp_p)])
+        res, state = _TransformedSurface(base, total).query_tracked(pts, state)
+        corr = np.vstack([res.closest_points, total.apply(kp_p)])
         step = umeyama(corr, target, with_scale=False)
         residual = float(np.mean(np.sum((step.apply(corr) - target) ** 2, axis=1)))
         if abs(residual - prev) < params.icp_tol or n_iter >= params.icp_max_iter:
@@ -357,7 +340,6 @@ def region_icp(
         n_iter += 1
         prev = residual
         total = step.compose(total)
-        moving.transform = total
     return RegionIcpResult(total.apply(verts), total, n_iter, residual)
 
 
@@ -673,8 +655,10 @@ def realy_evaluate(
 class _TransformedSurface:
     """``MeshSurface``-like view of a prebuilt surface under a similarity transform T.
 
-    Answers for ``T(mesh)`` without rebuilding: closest points on ``T(mesh)`` of ``q`` are
-    ``T(closest on mesh of T^-1 q)`` (a similarity keeps nearest points nearest).
+    Answers for ``T(mesh)`` without rebuilding its search tree: closest points on ``T(mesh)``
+    of ``q`` are ``T(closest on mesh of T^-1 q)`` (a similarity keeps nearest points
+    nearest). Search states live in the base surface's frame, so one carries over between
+    views of the same surface under different transforms (ICP).
     """
 
     def __init__(self, surface: MeshSurface | _TransformedSurface,
