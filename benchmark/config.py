@@ -67,8 +67,9 @@ class RunConfig:
         metadata=_help("prediction/score cache (default: $EYEBENCH_CACHE or <project>/.cache)"),
     )
     seed: int = dataclasses.field(default=0, metadata=_help("global seed (methods, bootstrap)"))
-    batch_size: int = dataclasses.field(
-        default=8, metadata=_help("samples per method call")
+    batch_size: int | None = dataclasses.field(
+        default=None, metadata=_help("samples per method call (default: the method's own, "
+                                     "see MethodCard.batch_size)")
     )
     workers: int = dataclasses.field(
         default=min(2, os.cpu_count() or 1),
@@ -145,7 +146,7 @@ class RunConfig:
             raise ValueError(f"--limit must be a positive number, got {self.limit}.")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}.")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if self.overwrite not in OVERWRITE_STRATEGIES:
             raise ValueError(

@@ -252,8 +252,7 @@ class RayExecutor:
             else:
                 need.append(sid)
         if need:
-            batches = type(pair.method).predict_batch is not Method.predict_batch
-            size = config.batch_size if batches else 1
+            size = pair.method.samples_per_call(config.batch_size)
             chunks = [need[i:i + size] for i in range(0, len(need), size)]
             actors = self._actors(pair.method)
             try:

@@ -56,7 +56,13 @@ from benchmark import provenance
 from benchmark.cache import CorruptCacheFile, PredictionCache, ScoreCache
 from benchmark.config import RunConfig
 from benchmark.datasets import DATASETS
-from benchmark.datasets.base import Dataset, SampleError, checked_input, load_sample_or_error
+from benchmark.datasets.base import (
+    LOAD_ERROR,
+    Dataset,
+    SampleError,
+    checked_input,
+    load_sample_or_error,
+)
 from benchmark.progress import progress
 from benchmark.results import RunRecord, instance_key, one_line, sample_set_digest
 from benchmark.scoring import ScoreTable, ScoringParams, aggregate, confusion, curves, score_sample
@@ -409,8 +415,17 @@ class Scorer:
         self._pending.clear()
 
 
+#: Samples a local run keeps in memory (the first ones loaded, per dataset) so that the next
+#: method does not load them again; about half a megabyte each without the image (read
+#: lazily, never kept), so 512 of them take some 250 MB.
+SAMPLES_KEPT = 512
+
+
 class LocalExecutor:
     """Predicts in this process (one loaded model per method) and scores in a process pool.
+
+    Samples are loaded once per run where they fit in :data:`SAMPLES_KEPT` (every method
+    of the default run sees the same 300); each method gets them with a meta dict of its own.
 
     Args:
         config: the run configuration (``workers``, ``batch_size``, ``raise_errors``).
@@ -422,6 +437,17 @@ class LocalExecutor:
     def __init__(self, config: RunConfig, params: ScoringParams) -> None:
         self.config = config
         self.scorer = Scorer(params, config.workers, config.raise_errors)
+        self._samples: dict[tuple[int, str], FaceSample] = {}
+
+    def _sample(self, dataset: Dataset, sample_id: str) -> FaceSample:
+        key = (id(dataset), sample_id)
+        sample = self._samples.get(key)
+        if sample is None:
+            sample = load_sample_or_error(dataset, sample_id, self.config.raise_errors)
+            if len(self._samples) >= SAMPLES_KEPT or LOAD_ERROR in sample.meta:
+                return sample
+            self._samples[key] = sample
+        return dataclasses.replace(sample, meta=dict(sample.meta))
 
     def predict_and_score(self, pair: _PairRun, todo: list[str]) -> bool:
         """Predicts (or reads from cache) and scores ``todo``; False if the method failed to load.
@@ -429,14 +455,10 @@ class LocalExecutor:
         Every result reaches ``pair`` through :meth:`_PairRun._scored`, possibly after this
         returns (see :meth:`drain`).
         """
-        # A method that does not batch is called one sample at a time, so every
-        # prediction is cached the moment it exists (Ctrl-C loses nothing computed).
-        batches = type(pair.method).predict_batch is not Method.predict_batch
-        for batch_ids in _chunks(todo, self.config.batch_size if batches else 1):
+        for batch_ids in _chunks(todo, pair.method.samples_per_call(self.config.batch_size)):
             # A sample the loader cannot build (NoW subject without its scan) carries
             # the reason and becomes an error row; the other samples are scored.
-            samples = {sid: load_sample_or_error(pair.dataset, sid, self.config.raise_errors)
-                       for sid in batch_ids}
+            samples = {sid: self._sample(pair.dataset, sid) for sid in batch_ids}
             got = pair._predictions(samples)
             if got is None:
                 return False

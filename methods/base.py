@@ -61,6 +61,9 @@ class MethodCard:
         extra: pip extra that installs its dependencies, if any.
         python_modules: modules the extra must make importable.
         eyes_open_by_construction: the method cannot close eyes (e.g. MICA's neutral shape).
+        batch_size: samples per call when the run does not say (``--batch-size``); larger
+            for methods whose per-call cost hardly grows with the batch (per-image fitting
+            in one optimisation), as long as a prediction does not depend on its batch.
     """
 
     name: str
@@ -75,6 +78,7 @@ class MethodCard:
     extra: str | None = None
     python_modules: tuple[str, ...] = ()
     eyes_open_by_construction: bool = False
+    batch_size: int = 8
 
 
 def read_torch_file(path: str | Path | None, what: str, fmt: str | None = None,
@@ -163,6 +167,16 @@ class Method(abc.ABC):
         return []
 
     # -- concrete machinery --------------------------------------------------------------
+    def samples_per_call(self, requested: int | None = None) -> int:
+        """Samples the runner hands :meth:`predict_batch` at once.
+
+        One for a method that does not batch (each prediction is cached the moment it
+        exists); else ``requested`` (the run's ``--batch-size``) or the card's batch size.
+        """
+        if type(self).predict_batch is Method.predict_batch:
+            return 1
+        return int(requested or self.card.batch_size)
+
     def resolve_file(self, key: str) -> Path | None:
         """The path given for required file ``key`` (option, then environment), or None."""
         spec = next((f for f in self.card.required_files if f.key == key), None)

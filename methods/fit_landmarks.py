@@ -320,6 +320,10 @@ _COMMON = dict(
     ),
     extra="landmarks",
     python_modules=("dlib",),
+    # Every image has its own parameters and Adam state, so a fit does not depend on its
+    # batch beyond float32 rounding (tested); the per-step cost hardly grows with the batch:
+    # 64 images fit about 4 times faster in one call than in calls of 8.
+    batch_size=64,
 )
 
 CARD = MethodCard(

@@ -265,12 +265,14 @@ def _box_d2(px: float, py: float, pz: float, bmin: np.ndarray, bmax: np.ndarray,
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _nearest(pts: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray, prev_lower: np.ndarray,
+def _nearest(pts: np.ndarray, seq: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray,
+             prev_lower: np.ndarray,
              margin_abs: float, margin_rel: float, tri: np.ndarray, bmin: np.ndarray,
              bmax: np.ndarray, left: np.ndarray, start: np.ndarray, count: np.ndarray,
              order: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # ``tri`` is in tree order (leaf ranges index it directly); ``order`` maps a tree
-    # position to the caller's triangle index, ``rank`` back. Returns the nearest triangle
+    # position to the caller's triangle index, ``rank`` back. Points are searched in the
+    # order ``seq`` (neighbours one after the other). Returns the nearest triangle
     # (caller's index) and, per point, a lower bound on its distance to every other
     # triangle (see :class:`NearestState`).
     m = pts.shape[0]
@@ -280,7 +282,8 @@ def _nearest(pts: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray, prev_lower
     sdist = np.empty(256)
     tracked = prev_pts.shape[0] > 0
     prev = -1
-    for i in range(m):
+    for j in range(m):
+        i = seq[j]
         px = pts[i, 0]
         py = pts[i, 1]
         pz = pts[i, 2]
@@ -301,9 +304,9 @@ def _nearest(pts: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray, prev_lower
         best = np.inf
         second = np.inf  # nearest of the other triangles seen
         bf = -1
-        # Upper bounds from the hint and from the previous point's answer (scan points come
-        # in scan order, so neighbours tend to share a triangle); any triangle's distance is
-        # a valid bound, so neither changes the answer.
+        # Upper bounds from the hint and from the previous point's answer (``seq`` visits
+        # neighbours one after the other, and they tend to share a triangle); any
+        # triangle's distance is a valid bound, so neither changes the answer.
         if h >= 0:
             best = _tri_d2(px, py, pz, tri, h)
             bf = h
@@ -316,9 +319,11 @@ def _nearest(pts: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray, prev_lower
             else:
                 second = d
         # Search radius: the best distance, widened by a margin so that the other triangles
-        # near the point are seen too and the lower bound is worth keeping.
+        # near the point are seen too and the lower bound is worth keeping. Never below
+        # ``best`` itself (sqrt then square can round down by an ulp), or a triangle tied
+        # with the best one could be pruned and the lowest-index rule broken.
         r = np.sqrt(best) * (1.0 + margin_rel) + margin_abs
-        cap = min(second, r * r)
+        cap = min(second, max(r * r, best))
         stack[0] = 0
         sdist[0] = 0.0
         sp = 1
@@ -342,7 +347,7 @@ def _nearest(pts: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray, prev_lower
                         changed = True
                 if changed:
                     r = np.sqrt(best) * (1.0 + margin_rel) + margin_abs
-                    cap = min(second, r * r)
+                    cap = min(second, max(r * r, best))
                 continue
             c = left[node]
             dl = _box_d2(px, py, pz, bmin, bmax, c)
@@ -374,6 +379,106 @@ def _nearest(pts: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray, prev_lower
     return out, lower
 
 
+@nb.njit(cache=True, error_model="numpy")
+def _closest(pts: np.ndarray, tri: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Closest point on triangle ``tri[face[i]]`` to ``pts[i]`` and its distance: Ericson's
+    # region test, written as ``metrics.distance.closest_point_on_triangle`` computes it so
+    # that both give the same bits (its dot products sum x, z, then y, numpy's einsum order
+    # on x86-64; its norm sums x, y, z). Degenerate triangles give non-finite coordinates,
+    # which the caller replaces.
+    n = pts.shape[0]
+    out = np.empty((n, 3))
+    dist = np.empty(n)
+    for i in range(n):
+        t = face[i]
+        ax = tri[t, 0, 0]
+        ay = tri[t, 0, 1]
+        az = tri[t, 0, 2]
+        abx = tri[t, 1, 0] - ax
+        aby = tri[t, 1, 1] - ay
+        abz = tri[t, 1, 2] - az
+        acx = tri[t, 2, 0] - ax
+        acy = tri[t, 2, 1] - ay
+        acz = tri[t, 2, 2] - az
+        px = pts[i, 0]
+        py = pts[i, 1]
+        pz = pts[i, 2]
+        apx = px - ax
+        apy = py - ay
+        apz = pz - az
+        bpx = px - tri[t, 1, 0]
+        bpy = py - tri[t, 1, 1]
+        bpz = pz - tri[t, 1, 2]
+        cpx = px - tri[t, 2, 0]
+        cpy = py - tri[t, 2, 1]
+        cpz = pz - tri[t, 2, 2]
+        d1 = (abx * apx + abz * apz) + aby * apy
+        d2 = (acx * apx + acz * apz) + acy * apy
+        d3 = (abx * bpx + abz * bpz) + aby * bpy
+        d4 = (acx * bpx + acz * bpz) + acy * bpy
+        d5 = (abx * cpx + abz * cpz) + aby * cpy
+        d6 = (acx * cpx + acz * cpz) + acy * cpy
+        va = d3 * d6 - d5 * d4
+        vb = d5 * d2 - d1 * d6
+        vc = d1 * d4 - d3 * d2
+        if d1 <= 0.0 and d2 <= 0.0:  # vertex a
+            v = 0.0
+            w = 0.0
+        elif d3 >= 0.0 and d4 <= d3:  # vertex b
+            v = 1.0
+            w = 0.0
+        elif vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:  # edge ab
+            v = d1 / (d1 - d3)
+            w = 0.0
+        elif d6 >= 0.0 and d5 <= d6:  # vertex c
+            v = 0.0
+            w = 1.0
+        elif vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:  # edge ac
+            v = 0.0
+            w = d2 / (d2 - d6)
+        elif va <= 0.0 and d4 - d3 >= 0.0 and d5 - d6 >= 0.0:  # edge bc
+            w = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+            v = 1.0 - w
+        else:  # interior
+            denom = va + vb + vc
+            v = vb / denom
+            w = vc / denom
+        qx = ax + v * abx + w * acx
+        qy = ay + v * aby + w * acy
+        qz = az + v * abz + w * acz
+        out[i, 0] = qx
+        out[i, 1] = qy
+        out[i, 2] = qz
+        ex = px - qx
+        ey = py - qy
+        ez = pz - qz
+        dist[i] = np.sqrt(ex * ex + ey * ey + ez * ez)
+    return out, dist
+
+
+@nb.njit(cache=True)
+def _morton_order(pts: np.ndarray) -> np.ndarray:
+    # Points sorted along a Z-order curve of their box (10 bits an axis): consecutive
+    # points are near each other, so the previous point's triangle is a close first guess
+    # and the tree nodes it visited are still in cache (scan points come shuffled).
+    n = pts.shape[0]
+    lo = np.empty(3)
+    span = 0.0
+    for k in range(3):
+        lo[k] = pts[:, k].min()
+        span = max(span, pts[:, k].max() - lo[k])
+    scale = 1023.0 / span if span > 0.0 else 0.0
+    code = np.empty(n, np.int64)
+    for i in range(n):
+        c = 0
+        for k in range(3):
+            q = int((pts[i, k] - lo[k]) * scale)
+            for b in range(10):
+                c |= ((q >> b) & 1) << (3 * b + k)
+        code[i] = c
+    return np.argsort(code, kind="mergesort")
+
+
 class NearestState(NamedTuple):
     """What a search leaves for the next search of the same points after a small motion.
 
@@ -381,6 +486,8 @@ class NearestState(NamedTuple):
         points: (N, 3) where the points were.
         face: (N,) the nearest triangle of each.
         lower: (N,) a lower bound on each point's distance to every *other* triangle.
+        seq: (N,) the order the points are searched in (nearby points one after another),
+            kept because a small motion hardly changes it.
 
     A point that has moved by ``delta`` since keeps its triangle, with no search, when that
     triangle is now nearer than ``lower - delta`` (no other can be nearer); exact, so the
@@ -390,6 +497,7 @@ class NearestState(NamedTuple):
     points: np.ndarray
     face: np.ndarray
     lower: np.ndarray
+    seq: np.ndarray
 
 
 class TriangleBVH:
@@ -414,8 +522,24 @@ class TriangleBVH:
         self._rank = np.empty_like(order)
         self._rank[order] = np.arange(order.size)
         self._sorted = np.ascontiguousarray(tri[order])  # leaves read neighbouring memory
-        # absolute part of the tracked search's margin: a thousandth of the mesh's size
-        self._margin = 1e-3 * float(np.linalg.norm(tri.max(axis=(0, 1)) - tri.min(axis=(0, 1))))
+        # absolute part of the tracked search's margin: a thousandth of the mesh's size (the
+        # root box is the box of every corner)
+        bmin, bmax = nodes[0], nodes[1]
+        self._margin = 1e-3 * float(np.linalg.norm(bmax[0] - bmin[0]))
+
+    def closest(self, points: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Closest point on triangle ``face[i]`` to ``points[i]``, and its distance.
+
+        Args:
+            points: (N, 3) query points.
+            face: (N,) triangle indices (the caller's order, as :meth:`nearest` gives them).
+
+        Returns:
+            ((N, 3) closest points, (N,) distances), float64; the same bits as
+            ``metrics.distance.closest_point_on_triangle``. A degenerate triangle gives
+            non-finite values.
+        """
+        return _closest(self._points(points), self._sorted, self._rank[face])
 
     def nearest(self, points: np.ndarray) -> np.ndarray:
         """Index of the nearest triangle to each point.
@@ -429,7 +553,8 @@ class TriangleBVH:
         Raises:
             ValueError: ``points`` not (N, 3).
         """
-        face, _ = _nearest(self._points(points), np.empty(0, np.int64), np.empty((0, 3)),
+        pts = self._points(points)
+        face, _ = _nearest(pts, _morton_order(pts), np.empty(0, np.int64), np.empty((0, 3)),
                            np.empty(0), 0.0, 0.0, self._sorted, *self._nodes, self._order,
                            self._rank)
         return face
@@ -449,14 +574,16 @@ class TriangleBVH:
         """
         pts = self._points(points)
         if state is None or state.points.shape != pts.shape:
-            face, lower = _nearest(pts, np.empty(0, np.int64), np.empty((0, 3)), np.empty(0),
+            seq = _morton_order(pts)
+            face, lower = _nearest(pts, seq, np.empty(0, np.int64), np.empty((0, 3)),
+                                   np.empty(0), self._margin, TRACK_MARGIN, self._sorted,
+                                   *self._nodes, self._order, self._rank)
+        else:
+            seq = state.seq
+            face, lower = _nearest(pts, seq, state.face, state.points, state.lower,
                                    self._margin, TRACK_MARGIN, self._sorted, *self._nodes,
                                    self._order, self._rank)
-        else:
-            face, lower = _nearest(pts, state.face, state.points, state.lower, self._margin,
-                                   TRACK_MARGIN, self._sorted, *self._nodes, self._order,
-                                   self._rank)
-        return face, NearestState(pts, face, lower)
+        return face, NearestState(pts, face, lower, seq)
 
     def _points(self, points: np.ndarray) -> np.ndarray:
         pts = np.ascontiguousarray(points, np.float64)

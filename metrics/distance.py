@@ -296,6 +296,10 @@ class MeshSurface:
 
     def _answer(self, pts: np.ndarray, fid: np.ndarray) -> SurfaceDistance:
         """Exact float64 closest points on the triangles found (``fid`` among the kept)."""
+        if self._bvh is not None:  # compiled; the same bits as the numpy lines below
+            closest, d = self._bvh.closest(pts, fid)
+            if np.isfinite(d).all():
+                return SurfaceDistance(d, closest, self._kept[fid])
         tri = self._tri[fid]
         closest = closest_point_on_triangle(pts, tri[:, 0], tri[:, 1], tri[:, 2])
         d = np.linalg.norm(pts - closest, axis=1)

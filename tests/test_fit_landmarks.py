@@ -204,6 +204,22 @@ def test_batched_fit_is_fast_enough(model):
     assert per_image < 0.5, per_image
 
 
+def test_a_fit_does_not_depend_on_its_batch(model):
+    """Per-image parameters and Adam state: fitting 8 images at once gives each the numbers
+    of fitting them 3 + 5, to float32 rounding (a matrix product may round a row differently
+    for another number of rows), which lets the method take large batches by default."""
+    q, _, _ = make_faces(model, [(0, 0), (1, 1), (0, 1), (0.5, 0)] * 2, seed=3)
+    fitter = LandmarkFitter(model, FitConfig(pose_steps=10, steps=40))
+    whole = fitter.fit(q, [(224, 224)] * 8)
+    parts = [fitter.fit(q[:3], [(224, 224)] * 3), fitter.fit(q[3:], [(224, 224)] * 5)]
+    for name in ("id_coeffs", "exp_coeffs", "angles", "translation", "landmarks2d"):
+        joined = torch.cat([getattr(p, name) for p in parts])
+        torch.testing.assert_close(getattr(whole, name), joined, rtol=1e-5, atol=1e-5)
+    assert FitLandmarks.card.batch_size == FitLandmarksElam.card.batch_size == 64
+    assert FitLandmarks({}).samples_per_call() == 64
+    assert FitLandmarks({}).samples_per_call(5) == 5
+
+
 def test_dlib_path_end_to_end_on_a_rendered_face(model):
     """Real detector -> fit on the shipped synthetic renders (open and closed eyes)."""
     from pathlib import Path

@@ -329,3 +329,84 @@ def test_other_backends_ignore_the_tracking_state(ict_face):
         assert state is None
         np.testing.assert_allclose(got.distances, point_to_mesh_distance(pts, v, f).distances,
                                    atol=1e-8)
+
+
+def test_bvh_search_order_is_a_spatial_permutation_and_does_not_change_answers(ict_face):
+    """Points are searched along a Z-order curve (neighbours one after another); the
+    answers are those of the points taken in any other order."""
+    from metrics.bvh import TriangleBVH, _morton_order
+
+    v, f = ict_face
+    rng = np.random.default_rng(5)
+    pts = v[rng.integers(0, len(v), 3000)] + rng.normal(scale=2e-3, size=(3000, 3))
+    seq = _morton_order(pts)
+    assert np.array_equal(np.sort(seq), np.arange(len(pts)))
+    step = np.linalg.norm(np.diff(pts[seq], axis=0), axis=1)
+    shuffled = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    assert np.median(step) < 0.2 * np.median(shuffled)
+    tree = TriangleBVH(v[f].astype(np.float64))
+    face = tree.nearest(pts)
+    perm = rng.permutation(len(pts))
+    assert np.array_equal(tree.nearest(pts[perm]), face[perm])
+    tracked, state = tree.nearest_tracked(pts)
+    assert np.array_equal(tracked, face) and np.array_equal(state.seq, seq)
+    assert np.array_equal(_morton_order(np.zeros((4, 3))), np.arange(4))  # no extent
+
+
+def test_bvh_closest_points_are_the_numpy_routine_bit_for_bit(ict_face):
+    """The compiled closest-point step gives the same bits as closest_point_on_triangle
+    (every region of Ericson's test: points scattered well beyond the triangles)."""
+    from metrics.bvh import TriangleBVH
+
+    v, f = ict_face
+    tri = v[f].astype(np.float64)
+    tree = TriangleBVH(tri)
+    rng = np.random.default_rng(11)
+    fid = rng.integers(0, len(f), 20000)
+    pts = tri[fid].mean(axis=1) + rng.normal(scale=5e-3, size=(20000, 3))
+    got, d = tree.closest(pts, fid)
+    want = closest_point_on_triangle(pts, tri[fid, 0], tri[fid, 1], tri[fid, 2])
+    assert np.array_equal(got, want)
+    assert np.array_equal(d, np.linalg.norm(pts - want, axis=1))
+
+
+def test_bvh_exact_ties_go_to_the_lowest_index_in_any_search_order(ict_face):
+    """Points straight above a mesh vertex are (nearly or exactly) equally near every
+    triangle around it: the search, plain or tracked, in any visiting order, must answer
+    the smallest squared distance, ties to the lowest index."""
+    import numba
+
+    from metrics.bvh import _tri_d2
+
+    v, f = ict_face
+    surf = MeshSurface(v, f)
+    rng = np.random.default_rng(2)
+    normals = np.zeros_like(v)
+    np.add.at(normals, f.reshape(-1), np.repeat(surf.normals, 3, axis=0))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    ids = rng.choice(len(v), 400, replace=False)
+    pts = v[ids] + normals[ids] * 1e-4
+    tri = v[f].astype(np.float64)
+
+    @numba.njit
+    def exhaustive(pts, tri):  # the kernel's own distances, every triangle, first minimum
+        out = np.empty(len(pts), np.int64)
+        for i in range(len(pts)):
+            best = np.inf
+            for t in range(len(tri)):
+                d = _tri_d2(pts[i, 0], pts[i, 1], pts[i, 2], tri, t)
+                if d < best:
+                    best = d
+                    out[i] = t
+        return out
+
+    want = exhaustive(pts, tri)
+    ties = sum(int(np.sum([_tri_d2(p[0], p[1], p[2], tri, t) == _tri_d2(p[0], p[1], p[2], tri, w)
+                           for t in np.flatnonzero((f == i).any(axis=1))]) > 1)
+               for p, i, w in zip(pts, ids, want))
+    assert ties > 20  # exact ties do occur
+    np.testing.assert_array_equal(surf.query(pts).face_ids, want)
+    for perm in (rng.permutation(len(pts)), np.arange(len(pts))[::-1]):
+        np.testing.assert_array_equal(surf.query(pts[perm]).face_ids, want[perm])
+        tracked, _ = surf.query_tracked(pts[perm])
+        np.testing.assert_array_equal(tracked.face_ids, want[perm])

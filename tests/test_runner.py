@@ -175,3 +175,40 @@ def test_fast_pooled_statistics_match_exact_ones():
         for stat in ("median_mm", "mean_mm", "std_mm"):
             assert _pooled_fast(stat)(table, sel) == pytest.approx(
                 _pooled(stat)(table, sel), abs=1e-3)
+
+
+def test_samples_are_loaded_once_per_run_and_each_method_gets_its_own_meta(
+        tiny_registry, run_config, monkeypatch):
+    from tests.conftest import TinyDataset
+
+    loads: list[str] = []
+    original = TinyDataset.load_sample
+    seen_meta: list[int] = []
+
+    def counted(self, sample_id):
+        loads.append(sample_id)
+        return original(self, sample_id)
+
+    def predict(self, sample):
+        seen_meta.append(id(sample.meta))
+        sample.meta["touched_by_a_method"] = True  # must not reach the next method
+        return original_predict(self, sample)
+
+    original_predict = CountingMethod.predict
+    monkeypatch.setattr(TinyDataset, "load_sample", counted)
+    monkeypatch.setattr(CountingMethod, "predict", predict)
+    cfg = dataclasses.replace(run_config, methods="counting,mean-shape")
+    summary = run(cfg, show_progress=False)
+    assert all(r.status == "ok" for r in summary.records)
+    assert sorted(loads) == sorted(set(loads)) and len(loads) == 6  # not once per method
+    assert len(set(seen_meta)) == 6
+
+    # beyond SAMPLES_KEPT the rest is loaded again by each method, nothing else changes
+    import benchmark.runner as R
+
+    loads.clear()
+    monkeypatch.setattr(R, "SAMPLES_KEPT", 2)
+    again = run(dataclasses.replace(cfg, overwrite="always"), show_progress=False)
+    assert len(loads) == 2 + 2 * 4
+    assert ([_timing_free(r.metrics) for r in again.records]
+            == [_timing_free(r.metrics) for r in summary.records])
