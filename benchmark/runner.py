@@ -298,8 +298,16 @@ def _run_command(record: RunRecord, dataset: Dataset, config: RunConfig) -> str:
 
 
 def _score_job(sample: FaceSample, pred: Prediction, params: ScoringParams,
-               raise_errors: bool) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Scores one pair; a scoring failure becomes an ``error`` row (unless raise_errors)."""
+               raise_errors: bool, topology: str | None = None
+               ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Scores one pair; a scoring failure becomes an ``error`` row (unless raise_errors).
+
+    ``topology``: the registered name of the prediction's topology, sent instead of it.
+    """
+    if topology is not None:
+        from methods.topology import get_topology
+
+        pred = dataclasses.replace(pred, topology=get_topology(topology))
     try:
         return score_sample(sample, pred, params)
     except Exception as exc:
@@ -389,9 +397,15 @@ class Scorer:
             return
         if self._pool is None:
             self._pool = worker_pool(self.workers)
-        # The image is not needed for scoring; leave it behind instead of pickling it.
+        # Scoring needs neither the image nor the image-plane vertices, and a registered
+        # topology goes by name (the worker builds its own once): half the bytes per job.
+        from methods.topology import registered_name
+
         light = dataclasses.replace(sample, image=np.zeros((1, 1, 3), np.uint8))
-        fut = self._pool.submit(_score_job, light, pred, self.params, self.raise_errors)
+        name = registered_name(pred.topology) if pred.topology is not None else None
+        pred = dataclasses.replace(pred, vertices_image=None,
+                                   topology=None if name else pred.topology)
+        fut = self._pool.submit(_score_job, light, pred, self.params, self.raise_errors, name)
         self._pending[fut] = (sample.id, done)
         if len(self._pending) >= BACKLOG_PER_WORKER * self.workers:
             self.drain(wait_all=False)

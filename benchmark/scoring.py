@@ -212,6 +212,7 @@ class ScoreTable:
     _summary: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False)
     _columns: dict[tuple[str, float], np.ndarray] = dataclasses.field(
         default_factory=dict, repr=False)
+    _pooled: dict[bytes, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def column(self, name: str, idx: np.ndarray | None = None, fill: float = np.nan) -> np.ndarray:
         """A column as a float array over the rows (or the rows ``idx``); missing -> fill."""
@@ -277,8 +278,12 @@ class MetricSpec:
         headline: shown in the main leaderboard table.
         bootstrap: whether to attach a bootstrap CI over subjects.
         fmt: format of the value in tables.
-        resample: a cheaper ``compute`` for bootstrap replicates (same value up to a stated
-            tolerance), or None to use ``compute``.
+        sums: (table, row indices) -> (len(indices), K) per-row parts whose sums determine
+            the metric (counts, sums, histograms); with ``of_sums`` it lets the bootstrap
+            compute all replicates at once (:func:`metrics.bootstrap_ci_of_sums`). None:
+            replicates call ``compute``.
+        of_sums: (..., K) summed parts -> (...) values, vectorised; NaN where undefined.
+            Equal to ``compute`` on the same rows, up to the order floats are added in.
     """
 
     name: str
@@ -292,7 +297,8 @@ class MetricSpec:
     headline: bool = True
     bootstrap: bool = True
     fmt: str = "{:.3f}"
-    resample: Callable[[ScoreTable, np.ndarray], float] | None = None
+    sums: Callable[[ScoreTable, np.ndarray], np.ndarray] | None = None
+    of_sums: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 #: Bin width (mm) of the per-sample distance histograms used by bootstrap replicates of
@@ -305,42 +311,62 @@ def _pooled(stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
     """Exact NoW pooled statistic over the selected samples' distances."""
 
     def compute(t: ScoreTable, idx: np.ndarray) -> float:
-        arrays = [t.distances[t.rows[i]["sample_id"]] for i in idx
-                  if t.rows[i]["sample_id"] in t.distances]
-        if not arrays:
-            return float("nan")
-        return float(getattr(M.pooled_now_stats(arrays), stat))
+        key = np.asarray(idx).tobytes()  # median, mean and std of the same rows: pooled once
+        if key not in t._pooled:
+            arrays = [t.distances[t.rows[i]["sample_id"]] for i in idx
+                      if t.rows[i]["sample_id"] in t.distances]
+            t._pooled.clear()
+            t._pooled[key] = M.pooled_now_stats(arrays) if arrays else None
+        stats = t._pooled[key]
+        return float("nan") if stats is None else float(getattr(stats, stat))
 
     return compute
 
 
-def _pooled_fast(stat: str) -> Callable[[ScoreTable, np.ndarray], float]:
-    """The same statistic from per-sample sums and histograms, for bootstrap replicates.
+def _pooled_parts(t: ScoreTable, idx: np.ndarray, histogram: bool = True) -> np.ndarray:
+    """Per-row count, sum, sum of squares (and 0.01 mm histogram) of the distances."""
+    rows, count, total, total_sq, hist = t.distance_summary()
+    sel = rows[idx]
+    parts = np.zeros((len(idx), 3 + (hist.shape[1] if histogram else 0)))
+    has = sel >= 0
+    parts[has, 0] = count[sel[has]]
+    parts[has, 1] = total[sel[has]]
+    parts[has, 2] = total_sq[sel[has]]
+    if histogram:
+        parts[has, 3:] = hist[sel[has]]
+    return parts
+
+
+def _pooled_moments(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+    """:func:`_pooled_parts` without the histogram (enough for the mean and std)."""
+    return _pooled_parts(t, idx, histogram=False)
+
+
+def _pooled_of_sums(stat: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The pooled statistic from summed :func:`_pooled_parts` (bootstrap replicates).
 
     Mean and std are exact; the median is interpolated inside a 0.01 mm bin.
     """
 
-    def compute(t: ScoreTable, idx: np.ndarray) -> float:
-        rows, count, total, total_sq, hist = t.distance_summary()
-        sel = rows[idx]
-        weight = np.bincount(sel[sel >= 0], minlength=len(count)).astype(np.float64)
-        n = weight @ count
-        if n == 0:
-            return float("nan")
-        mean = (weight @ total) / n
+    @np.errstate(divide="ignore", invalid="ignore")
+    def value(s: np.ndarray) -> np.ndarray:
+        n = s[..., 0]
+        mean = s[..., 1] / n
         if stat == "mean_mm":
-            return float(mean)
+            return mean
         if stat == "std_mm":
-            return float(np.sqrt(max((weight @ total_sq) / n - mean * mean, 0.0)))
-        cum = np.cumsum((weight.astype(np.float32) @ hist).astype(np.float64))
+            return np.sqrt(np.maximum(s[..., 2] / n - mean * mean, 0.0))
+        cum = np.cumsum(s[..., 3:], axis=-1)
         half = n / 2.0
-        k = int(np.searchsorted(cum, half))
-        before = cum[k - 1] if k else 0.0
-        # linear interpolation inside the bin holding the middle distance
-        frac = (half - before) / max(cum[k] - before, 1.0)
-        return float((k + frac) * _HIST_BIN_MM)
+        # the bin holding the middle distance: the first whose cumulative count reaches half
+        k = np.minimum((cum < half[..., None]).sum(axis=-1), cum.shape[-1] - 1)
+        at = np.take_along_axis(cum, k[..., None], axis=-1)[..., 0]
+        before = np.where(
+            k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0)[..., None], axis=-1)[..., 0], 0.0)
+        frac = (half - before) / np.maximum(at - before, 1.0)
+        return np.where(n > 0, (k + frac) * _HIST_BIN_MM, np.nan)
 
-    return compute
+    return value
 
 
 def _known(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +430,83 @@ def _binary(pairs: Callable, field: str) -> Callable[[ScoreTable, np.ndarray], f
     return compute
 
 
+def _confusion_parts(pairs: Callable) -> Callable[[ScoreTable, np.ndarray], np.ndarray]:
+    """Per-row counts (tn, fp, fn, tp) of the (truth, prediction) pairs ``pairs`` gives.
+
+    ``pairs`` lists every row's first label, then every row's second (per eye), or one per
+    row (per image).
+    """
+
+    def sums(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+        if not len(idx):
+            return np.zeros((0, 4))
+        y_true, y_pred = (v.reshape(-1, len(idx)).T for v in pairs(t, idx))
+        known = y_true != EYE_UNKNOWN
+        closed = known & (y_true == EYE_CLOSED)
+        called = known & (y_pred == EYE_CLOSED)
+        tp = (closed & called).sum(axis=1)
+        fn = (closed & ~called).sum(axis=1)
+        fp = (~closed & called).sum(axis=1)
+        tn = known.sum(axis=1) - tp - fn - fp
+        return np.stack([tn, fp, fn, tp], axis=1).astype(np.float64)
+
+    return sums
+
+
+def _binary_of_counts(field: str) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`_binary`'s value from summed (tn, fp, fn, tp): the same numbers and NaN rules."""
+
+    @np.errstate(divide="ignore", invalid="ignore")
+    def value(s: np.ndarray) -> np.ndarray:
+        tn, fp, fn, tp = (s[..., k] for k in range(4))
+        n = tn + fp + fn + tp
+        if field == "accuracy":
+            return np.where(n > 0, (tp + tn) / n, np.nan)
+        out = {"precision": np.where(tp + fp > 0, tp / (tp + fp), 0.0),
+               "recall": tp / (tp + fn),
+               "f1": 2 * tp / (2 * tp + fp + fn)}[field]
+        return np.where((n > 0) & (tp + fn > 0), out, np.nan)
+
+    return value
+
+
+def _binary_metric(pairs: Callable, field: str) -> dict[str, Callable]:
+    """``compute``, ``sums`` and ``of_sums`` of a binary eye-state metric."""
+    return {"compute": _binary(pairs, field), "sums": _confusion_parts(pairs),
+            "of_sums": _binary_of_counts(field)}
+
+
+def _winks_parts(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+    """Per row: (is a wink image, is one with both eyes right), for :func:`_winks_right`."""
+    true = np.stack([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)], 1)
+    pred = np.stack([t.column(f"eye_pred_{e}", idx, EYE_UNKNOWN) for e in range(2)], 1)
+    wink = np.isin(true, (EYE_OPEN, EYE_CLOSED)).all(1) & (true[:, 0] != true[:, 1])
+    return np.stack([wink, wink & (pred == true).all(1)], axis=1).astype(np.float64)
+
+
+@np.errstate(divide="ignore", invalid="ignore")
+def _ratio(s: np.ndarray) -> np.ndarray:
+    """Sum of the second part over sum of the first (a count); NaN without any."""
+    return np.where(s[..., 0] > 0, s[..., 1] / s[..., 0], np.nan)
+
+
+def _mean_parts(values: Callable[[ScoreTable, np.ndarray], np.ndarray]
+                ) -> Callable[[ScoreTable, np.ndarray], np.ndarray]:
+    """Per row: (number of finite values, their sum), ``values`` giving (n, k) per row."""
+
+    def sums(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+        v = values(t, idx)
+        ok = np.isfinite(v)
+        return np.stack([ok.sum(axis=1), np.where(ok, v, 0.0).sum(axis=1)], axis=1)
+
+    return sums
+
+
+def _openness_errors(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+    return np.abs(np.stack([t.column(f"openness_pred_{e}", idx) for e in range(2)], 1)
+                  - np.stack([t.column(f"openness_gt_{e}", idx) for e in range(2)], 1))
+
+
 def _openness_mae(t: ScoreTable, idx: np.ndarray) -> float:
     pred = np.concatenate([t.column(f"openness_pred_{e}", idx) for e in range(2)])
     gt = np.concatenate([t.column(f"openness_gt_{e}", idx) for e in range(2)])
@@ -411,13 +514,16 @@ def _openness_mae(t: ScoreTable, idx: np.ndarray) -> float:
     return float(np.abs(pred[keep] - gt[keep]).mean()) if keep.any() else float("nan")
 
 
-def _mean_of(column: str) -> Callable[[ScoreTable, np.ndarray], float]:
+def _mean_of(column: str) -> dict[str, Callable]:
+    """``compute``, ``sums`` and ``of_sums`` of the mean of a column's finite values."""
+
     def compute(t: ScoreTable, idx: np.ndarray) -> float:
         vals = t.column(column, idx)
         vals = vals[np.isfinite(vals)]
         return float(vals.mean()) if vals.size else float("nan")
 
-    return compute
+    return {"compute": compute, "of_sums": _ratio,
+            "sums": _mean_parts(lambda t, idx: t.column(column, idx)[:, None])}
 
 
 def _median_seconds(t: ScoreTable, idx: np.ndarray) -> float:
@@ -447,58 +553,59 @@ _SCAN = ("s2m_median_mm",)
 
 for _spec in (
     MetricSpec("eye_f1", "eye F1", True, "", "F1 of 'closed' per eye (half-closed eyes excluded)",
-               "eyes", _EYES, _binary(_eye_pairs, "f1")),
+               "eyes", _EYES, **_binary_metric(_eye_pairs, "f1")),
     MetricSpec("eye_f1_readout", "eye F1 (own readout)", True, "",
                "F1 of 'closed' per eye from the method's own closed probability at 0.5 "
                "(MediaPipe's eyeBlink blendshapes, ELAM's detector), not from its mesh",
-               "eyes", _READOUT, _binary(_readout_eye_pairs, "f1")),
+               "eyes", _READOUT, **_binary_metric(_readout_eye_pairs, "f1")),
     MetricSpec("eye_acc", "eye acc", True, "", "accuracy of open/closed per eye",
-               "eyes", _EYES, _binary(_eye_pairs, "accuracy")),
+               "eyes", _EYES, **_binary_metric(_eye_pairs, "accuracy")),
     MetricSpec("eye_precision", "eye prec", True, "", "precision of 'closed' per eye",
-               "eyes", _EYES, _binary(_eye_pairs, "precision"), headline=False),
+               "eyes", _EYES, **_binary_metric(_eye_pairs, "precision"), headline=False),
     MetricSpec("eye_recall", "eye rec", True, "", "recall of 'closed' per eye",
-               "eyes", _EYES, _binary(_eye_pairs, "recall"), headline=False),
+               "eyes", _EYES, **_binary_metric(_eye_pairs, "recall"), headline=False),
     MetricSpec("image_f1", "image F1", True, "", "F1 of 'both eyes closed' per image",
-               "eyes", _IMAGES, _binary(_image_pairs, "f1")),
+               "eyes", _IMAGES, **_binary_metric(_image_pairs, "f1")),
     MetricSpec("image_acc", "image acc", True, "", "accuracy of 'both eyes closed' per image",
-               "eyes", _IMAGES, _binary(_image_pairs, "accuracy"), headline=False),
+               "eyes", _IMAGES, **_binary_metric(_image_pairs, "accuracy"), headline=False),
     MetricSpec("wink_acc", "winks right", True, "",
                "share of wink images (one eye open, one closed) with both eyes right",
-               "eyes", _EYES, _winks_right),
+               "eyes", _EYES, _winks_right, sums=_winks_parts, of_sums=_ratio),
     MetricSpec("eye_acc_readout", "eye acc (own readout)", True, "",
                "accuracy of open/closed per eye from the method's own closed probability at 0.5",
-               "eyes", _READOUT, _binary(_readout_eye_pairs, "accuracy"), headline=False),
+               "eyes", _READOUT, **_binary_metric(_readout_eye_pairs, "accuracy"), headline=False),
     MetricSpec("eye_precision_readout", "eye prec (own readout)", True, "",
                "precision of 'closed' per eye from the method's own closed probability at 0.5",
-               "eyes", _READOUT, _binary(_readout_eye_pairs, "precision"), headline=False),
+               "eyes", _READOUT, **_binary_metric(_readout_eye_pairs, "precision"), headline=False),
     MetricSpec("eye_recall_readout", "eye rec (own readout)", True, "",
                "recall of 'closed' per eye from the method's own closed probability at 0.5",
-               "eyes", _READOUT, _binary(_readout_eye_pairs, "recall"), headline=False),
+               "eyes", _READOUT, **_binary_metric(_readout_eye_pairs, "recall"), headline=False),
     MetricSpec("image_f1_readout", "image F1 (own readout)", True, "",
                "F1 of 'both eyes closed' per image from the method's own closed probability "
-               "at 0.5", "eyes", _IMAGES_READOUT, _binary(_readout_image_pairs, "f1"),
+               "at 0.5", "eyes", _IMAGES_READOUT, **_binary_metric(_readout_image_pairs, "f1"),
                headline=False),
     MetricSpec("image_acc_readout", "image acc (own readout)", True, "",
                "accuracy of 'both eyes closed' per image from the method's own closed "
                "probability at 0.5", "eyes", _IMAGES_READOUT,
-               _binary(_readout_image_pairs, "accuracy"), headline=False),
+               **_binary_metric(_readout_image_pairs, "accuracy"), headline=False),
     MetricSpec("openness_mae", "openness MAE", False, "",
                "mean |openness - GT openness| per eye (eyelid gap / eye width), all eye states",
-               "eyes", ("openness_gt_0", "openness_pred_0"), _openness_mae),
+               "eyes", ("openness_gt_0", "openness_pred_0"), _openness_mae,
+               sums=_mean_parts(_openness_errors), of_sums=_ratio),
     MetricSpec("s2m_median_mm", "S2M median", False, "mm",
                "NoW scan-to-mesh distance, median over pooled scan points",
                "shape", _SCAN, _pooled("median_mm"), fmt="{:.2f}",
-               resample=_pooled_fast("median_mm")),
+               sums=_pooled_parts, of_sums=_pooled_of_sums("median_mm")),
     MetricSpec("s2m_mean_mm", "S2M mean", False, "mm",
                "NoW scan-to-mesh distance, mean over pooled scan points",
                "shape", _SCAN, _pooled("mean_mm"), fmt="{:.2f}",
-               resample=_pooled_fast("mean_mm")),
+               sums=_pooled_moments, of_sums=_pooled_of_sums("mean_mm")),
     MetricSpec("s2m_std_mm", "S2M std", False, "mm",
                "NoW scan-to-mesh distance, std over pooled scan points",
                "shape", _SCAN, _pooled("std_mm"), fmt="{:.2f}",
-               resample=_pooled_fast("std_mm")),
+               sums=_pooled_moments, of_sums=_pooled_of_sums("std_mm")),
     MetricSpec("nme_2d", "NME", False, "", "2D landmark error / outer-eye-corner distance",
-               "landmarks", ("nme_2d",), _mean_of("nme_2d"), fmt="{:.4f}"),
+               "landmarks", ("nme_2d",), **_mean_of("nme_2d"), fmt="{:.4f}"),
     MetricSpec("coverage", "coverage", True, "", "samples scored / samples",
                "run", ("status",), _coverage, bootstrap=False, fmt="{:.0%}"),
     MetricSpec("sec_per_image", "s/img", False, "s", "median wall time per image of the method",
@@ -523,16 +630,24 @@ def _realy_region(region: str, stat: str) -> Callable[[ScoreTable, np.ndarray], 
     return compute
 
 
-def _eye_region_by_state(state: int) -> Callable[[ScoreTable, np.ndarray], float]:
-    """Mean eye-region error over the eyes whose ground-truth state is ``state``."""
+def _eye_region_by_state(state: int) -> dict[str, Callable]:
+    """``compute``, ``sums``, ``of_sums`` of the mean eye-region error over ``state`` eyes.
+
+    The mean runs over the eyes whose ground-truth state is ``state``, each with its own half
+    of the region.
+    """
+
+    def values(t: ScoreTable, idx: np.ndarray) -> np.ndarray:
+        vals = np.stack([t.column(f"eye_region_{e}_mm", idx) for e in range(2)], 1)
+        true = np.stack([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)], 1)
+        return np.where(true == state, vals, np.nan)
 
     def compute(t: ScoreTable, idx: np.ndarray) -> float:
-        vals = np.concatenate([t.column(f"eye_region_{e}_mm", idx) for e in range(2)])
-        true = np.concatenate([t.column(f"eye_true_{e}", idx, EYE_UNKNOWN) for e in range(2)])
-        keep = (true == state) & np.isfinite(vals)
-        return float(vals[keep].mean()) if keep.any() else float("nan")
+        vals = values(t, idx).T.reshape(-1)  # eye 0 of every row, then eye 1
+        vals = vals[np.isfinite(vals)]
+        return float(vals.mean()) if vals.size else float("nan")
 
-    return compute
+    return {"compute": compute, "sums": _mean_parts(values), "of_sums": _ratio}
 
 
 def _realy_all(t: ScoreTable, idx: np.ndarray) -> float:
@@ -544,15 +659,15 @@ for _spec in (
     MetricSpec("eye_region_s2m_mm", "eye-region S2M", False, "mm",
                "mean distance of the GT periocular surface points (lids, corners) to the "
                "prediction after REALY-style region alignment (gICP + rICP on the eye region)",
-               "shape", ("eye_region_s2m_mm",), _mean_of("eye_region_s2m_mm"), fmt="{:.2f}"),
+               "shape", ("eye_region_s2m_mm",), **_mean_of("eye_region_s2m_mm"), fmt="{:.2f}"),
     MetricSpec("eye_region_closed_mm", "eye-region S2M, closed eyes", False, "mm",
                "the eye-region error of each closed eye (its own half of the region), mean "
                "over closed eyes: large when a method leaves closed eyes open", "shape",
-               ("eye_region_0_mm", "eye_true_0"), _eye_region_by_state(EYE_CLOSED),
+               ("eye_region_0_mm", "eye_true_0"), **_eye_region_by_state(EYE_CLOSED),
                fmt="{:.2f}"),
     MetricSpec("eye_region_open_mm", "eye-region S2M, open eyes", False, "mm",
                "the eye-region error of each open eye, mean over open eyes", "shape",
-               ("eye_region_0_mm", "eye_true_0"), _eye_region_by_state(EYE_OPEN),
+               ("eye_region_0_mm", "eye_true_0"), **_eye_region_by_state(EYE_OPEN),
                headline=False, fmt="{:.2f}"),
     MetricSpec("realy_all_mm", "REALY all", False, "mm",
                "REALY: mean of the four regional mean errors", "shape",
@@ -618,14 +733,12 @@ def aggregate(
         if not (spec.bootstrap and n_boot > 0 and len(idx) > 1 and np.isfinite(value)):
             out[name] = MetricValue(value)
             continue
-        replicate = spec.resample or spec.compute
-        ci = M.bootstrap_ci(
-            lambda sel, replicate=replicate: replicate(table, idx[sel]),
-            subjects,
-            n_boot=n_boot,
-            alpha=alpha,
-            seed=seed,
-        )
+        if spec.sums is not None and spec.of_sums is not None:  # every replicate at once
+            ci = M.bootstrap_ci_of_sums(spec.sums(table, idx), subjects, spec.of_sums,
+                                        n_boot=n_boot, alpha=alpha, seed=seed)
+        else:
+            ci = M.bootstrap_ci(lambda sel, spec=spec: spec.compute(table, idx[sel]),
+                                subjects, n_boot=n_boot, alpha=alpha, seed=seed)
         out[name] = MetricValue(value, float(ci.low), float(ci.high))
     return out
 

@@ -30,6 +30,14 @@ def get_topology(name: str) -> Topology:
     return _CACHE[name]
 
 
+def registered_name(topo: Topology) -> str | None:
+    """The name ``topo`` is registered under, if it is the instance get_topology returns.
+
+    Another process can then rebuild it from the name alone; None for any other topology.
+    """
+    return topo.name if _CACHE.get(topo.name) is topo else None
+
+
 def _ict(region: str) -> Callable[[], Topology]:
     def build() -> Topology:
         from methods.facemodel.ict import load_ict

@@ -12,7 +12,7 @@ Modules:
     curves: ``cumulative_curve``, ``pooled_curve``, ``curve_auc``, ``NOW_THRESHOLDS_MM``.
     eyes: ``eye_openness``, ``eye_state_from_openness``, ``binary_scores``, ...
     landmarks: ``nme_2d``.
-    bootstrap: ``bootstrap_ci`` over subjects.
+    bootstrap: ``bootstrap_ci`` over subjects (``bootstrap_ci_of_sums`` for statistics of sums).
     realy: the REALY region-wise protocol, ``realy_evaluate``, ``realy_report``, and our
         periocular ``eye_region_s2m``.
     probes: shortcut checks, ``closed_call_rates``, ``per_source_scores``, ``common_ids``.
@@ -35,7 +35,7 @@ __version__ = "1.0.0"
 
 from metrics._checks import UNIT_TO_M, UNIT_TO_MM, check_unit
 from metrics.alignment import RefineResult, SimilarityTransform, refine_alignment, umeyama
-from metrics.bootstrap import ConfidenceInterval, bootstrap_ci
+from metrics.bootstrap import ConfidenceInterval, bootstrap_ci, bootstrap_ci_of_sums
 from metrics.curves import (
     NOW_THRESHOLDS_MM,
     CumulativeCurve,
@@ -129,6 +129,7 @@ __all__ = [
     "SurfaceDistance",
     "binary_scores",
     "bootstrap_ci",
+    "bootstrap_ci_of_sums",
     "check_unit",
     "closed_call_rates",
     "common_ids",

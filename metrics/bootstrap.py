@@ -113,11 +113,75 @@ def bootstrap_ci(
     n_subj = len(groups)
 
     estimate = stat(np.arange(n))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_subj, size=(n_boot, n_subj))
+    draws = _draws(n_subj, n_boot, seed)
     boots = np.empty(n_boot)
     for b in range(n_boot):
         boots[b] = stat(np.concatenate([groups[k] for k in draws[b]]))
+    return _interval(estimate, boots, n_subj, alpha)
+
+
+def bootstrap_ci_of_sums(
+    parts: np.ndarray,
+    subjects: np.ndarray | Sequence[Any],
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> ConfidenceInterval:
+    """:func:`bootstrap_ci` for a statistic of sums over the samples, all replicates at once.
+
+    Counts (true positives, ...), sums and histograms add up over samples, so a replicate's
+    sums are ``draw counts per subject @ per-subject sums``: one matrix product instead of a
+    loop over replicates. The replicates are the ones :func:`bootstrap_ci` draws for the same
+    subjects and seed (integer parts give the very same values; float parts may differ in
+    the last bits, being added in another order).
+
+    Args:
+        parts: (N, K) per-sample parts whose sums the statistic reads.
+        subjects: (N,) subject id of every sample.
+        statistic: maps sums of shape (..., K) to values of shape (...), vectorised (NaN
+            where undefined).
+        n_boot: number of bootstrap replicates.
+        alpha: 1 - confidence level.
+        seed: random seed.
+
+    Returns:
+        :class:`ConfidenceInterval`, the estimate being ``statistic(parts.sum(0))``.
+
+    Raises:
+        ValueError: as :func:`bootstrap_ci`.
+    """
+    subj = np.asarray(subjects)
+    if subj.ndim != 1 or subj.size == 0:
+        raise ValueError(f"subjects must be a non-empty (N,) array, got shape {subj.shape}.")
+    parts = np.asarray(parts, np.float64)
+    if parts.ndim != 2 or parts.shape[0] != subj.size:
+        raise ValueError(f"parts must be (N, K) with N = {subj.size}, got {parts.shape}.")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}.")
+    _, inverse = np.unique(subj, return_inverse=True)
+    n_subj = int(inverse.max()) + 1
+    per_subject = np.zeros((n_subj, parts.shape[1]))
+    np.add.at(per_subject, inverse, parts)
+    draws = _draws(n_subj, n_boot, seed)
+    times = np.zeros((n_boot, n_subj))
+    np.add.at(times, (np.arange(n_boot)[:, None], draws), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = float(statistic(parts.sum(axis=0)))
+        boots = np.asarray(statistic(times @ per_subject), np.float64)
+    return _interval(estimate, boots, n_subj, alpha)
+
+
+def _draws(n_subj: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_subj) subject indices drawn with replacement, replicate by replicate."""
+    return np.random.default_rng(seed).integers(0, n_subj, size=(n_boot, n_subj))
+
+
+def _interval(estimate: float, boots: np.ndarray, n_subj: int, alpha: float
+              ) -> ConfidenceInterval:
+    n_boot = boots.size
     finite = boots[np.isfinite(boots)]
     if finite.size == 0:
         raise ValueError("the statistic was not finite on any bootstrap replicate.")

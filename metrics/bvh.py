@@ -590,3 +590,23 @@ class TriangleBVH:
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"points must be (N, 3), got {pts.shape}.")
         return pts
+
+
+def compile_kernels() -> None:
+    """Compiles every kernel once on a tiny mesh, so that numba's cache holds them.
+
+    A process that finds no cached machine code compiles for several seconds (each scoring
+    worker of a first run would); ``make setup`` calls this once after installing.
+    """
+    tri = np.array([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                    [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]] * 3)
+    tree = TriangleBVH(tri)
+    pts = np.array([[0.2, 0.2, 0.5], [0.9, 0.8, -0.3]])
+    face, state = tree.nearest_tracked(pts)
+    tree.nearest_tracked(pts + 0.01, state)
+    tree.closest(pts, tree.nearest(pts))
+
+
+if __name__ == "__main__":
+    compile_kernels()
+

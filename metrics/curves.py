@@ -71,7 +71,10 @@ def cumulative_curve(
     t = NOW_THRESHOLDS_MM if thresholds is None else np.asarray(thresholds, np.float64).ravel()
     if t.size == 0 or not np.isfinite(t).all() or (np.diff(t) <= 0).any():
         raise ValueError("thresholds must be a non-empty, finite, strictly increasing array.")
-    frac = np.searchsorted(np.sort(e), t, side="right") / e.size
+    # #{e_i <= t_j}: an error lies at or below t_j exactly when fewer than j + 1 thresholds
+    # lie below it (no sort of the errors: a pooled dataset holds millions)
+    below = np.bincount(np.searchsorted(t, e, side="left"), minlength=t.size + 1)
+    frac = np.cumsum(below[: t.size]) / e.size
     return CumulativeCurve(t.copy(), frac, int(e.size))
 
 

@@ -41,6 +41,12 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The scan-to-mesh search kernels are compiled by numba, which caches the machine code beside
+# metrics/bvh.py: compile them here once (about 8 s), not in every scoring process of a run.
+if [ -z "$(find metrics/__pycache__ -name 'bvh.*.nbi' -newer metrics/bvh.py 2>/dev/null | head -1)" ]; then
+  echo "setup: compiling the scan-to-mesh search kernels (numba, once)"
+  .venv/bin/python -m metrics.bvh
+fi
 
 if [ "${1:-}" = "--browser" ]; then
   if [ ! -x /usr/bin/chromium ]; then

@@ -122,3 +122,20 @@ def test_methods_on_user_supplied_official_files_say_where_they_come_from():
     assert "| `mean-shape` ʷ |" in text
     note = next(line for line in text.splitlines() if line.startswith("- ʷ"))
     assert "`mean-shape`: the official bundle (vendor page)." in note
+
+
+def test_qualitative_meshes_are_z_buffered():
+    """The qualitative grid rasterises meshes: each pixel shows the nearest triangle."""
+    import numpy as np
+
+    from benchmark.plots import _zbuffer
+
+    uv = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    faces = np.array([[0, 1, 2], [1, 3, 2], [0, 1, 3]])
+    far_first = np.array([5.0, 5.0, 5.0, 1.0])  # triangle 2 runs down to depth 1 at (10, 10)
+    ids = _zbuffer(uv, far_first, faces, 10, 10)
+    assert ids.shape == (10, 10) and (ids >= 0).all()
+    assert ids[8, 0] == 0 and ids[9, 1] == 1  # only one triangle covers these pixels
+    assert ids[4, 8] == 2  # both 0/1 and 2 cover it; 2 is nearer there
+    # half the square, the 10 pixel centres on the diagonal edge included
+    assert (_zbuffer(uv, far_first, faces[:1], 10, 10) >= 0).sum() == 55

@@ -90,3 +90,28 @@ def test_index_function_as_values():
     assert a == b == c
     with pytest.raises(ValueError, match="not both"):
         bootstrap_ci(lambda idx: 0.0, subjects, statistic=np.median)
+
+
+def test_bootstrap_of_sums_draws_the_same_replicates_as_the_loop():
+    """Counts give the very same interval as bootstrap_ci's replicate loop; float sums the
+    same to rounding."""
+    from metrics import bootstrap_ci, bootstrap_ci_of_sums
+
+    rng = np.random.default_rng(3)
+    subjects = np.repeat([f"s{k}" for k in rng.permutation(17)], rng.integers(1, 6, 17))
+    hits = rng.integers(0, 2, subjects.size).astype(float)
+    values = rng.normal(2.0, 1.0, subjects.size)
+    for seed, alpha in ((0, 0.05), (7, 0.2)):
+        loop = bootstrap_ci(hits, subjects, n_boot=300, alpha=alpha, seed=seed)
+        fast = bootstrap_ci_of_sums(np.stack([np.ones_like(hits), hits], 1), subjects,
+                                    lambda s: s[..., 1] / s[..., 0], n_boot=300,
+                                    alpha=alpha, seed=seed)
+        assert fast == loop
+        loop = bootstrap_ci(values, subjects, n_boot=300, alpha=alpha, seed=seed)
+        fast = bootstrap_ci_of_sums(np.stack([np.ones_like(values), values], 1), subjects,
+                                    lambda s: s[..., 1] / s[..., 0], n_boot=300,
+                                    alpha=alpha, seed=seed)
+        np.testing.assert_allclose(fast[:3], loop[:3], rtol=1e-12)
+        assert fast[3:] == loop[3:]
+    with pytest.raises(ValueError, match="parts"):
+        bootstrap_ci_of_sums(np.ones((3, 2)), subjects, lambda s: s[..., 0])

@@ -80,3 +80,16 @@ def test_bad_input():
         curve_auc(cumulative_curve([1.0]), 0.0)
     with pytest.raises(ValueError, match="at least one"):
         pooled_curve([])
+
+
+def test_cumulative_curve_counts_equal_a_sorted_count_with_ties_and_misses():
+    """Counted without sorting the errors: the same fractions as counting in sorted errors,
+    errors equal to a threshold included at it, inf never."""
+    rng = np.random.default_rng(0)
+    t = np.round(np.linspace(0, 8, 81), 4)
+    for _ in range(10):
+        e = np.abs(rng.normal(1, 2, 3000))
+        e[::97] = np.inf
+        e[:40] = t[rng.integers(0, 81, 40)]
+        want = np.searchsorted(np.sort(e), t, side="right") / e.size
+        np.testing.assert_array_equal(cumulative_curve(e, t).fraction, want)

@@ -410,3 +410,12 @@ def test_bvh_exact_ties_go_to_the_lowest_index_in_any_search_order(ict_face):
         np.testing.assert_array_equal(surf.query(pts[perm]).face_ids, want[perm])
         tracked, _ = surf.query_tracked(pts[perm])
         np.testing.assert_array_equal(tracked.face_ids, want[perm])
+
+
+def test_compile_kernels_runs_every_kernel():
+    """``make setup`` fills numba's cache with it; it must exercise each compiled kernel."""
+    import metrics.bvh as B
+
+    B.compile_kernels()
+    for kernel in (B._build, B._nearest, B._closest, B._morton_order):
+        assert kernel.signatures, kernel

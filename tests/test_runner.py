@@ -164,7 +164,7 @@ def test_worker_processes_score_the_same(tiny_registry, run_config, tmp_path):
 
 
 def test_fast_pooled_statistics_match_exact_ones():
-    from benchmark.scoring import ScoreTable, _pooled, _pooled_fast
+    from benchmark.scoring import ScoreTable, _pooled, _pooled_of_sums, _pooled_parts
 
     rng = np.random.default_rng(0)
     rows = [{"sample_id": f"s{i}", "subject": f"p{i // 3}", "status": "ok"} for i in range(30)]
@@ -173,8 +173,8 @@ def test_fast_pooled_statistics_match_exact_ones():
     for _ in range(5):
         sel = rng.integers(0, 30, 30)
         for stat in ("median_mm", "mean_mm", "std_mm"):
-            assert _pooled_fast(stat)(table, sel) == pytest.approx(
-                _pooled(stat)(table, sel), abs=1e-3)
+            fast = _pooled_of_sums(stat)(_pooled_parts(table, sel).sum(axis=0))
+            assert fast == pytest.approx(_pooled(stat)(table, sel), abs=1e-3)
 
 
 def test_samples_are_loaded_once_per_run_and_each_method_gets_its_own_meta(
@@ -212,3 +212,79 @@ def test_samples_are_loaded_once_per_run_and_each_method_gets_its_own_meta(
     assert len(loads) == 2 + 2 * 4
     assert ([_timing_free(r.metrics) for r in again.records]
             == [_timing_free(r.metrics) for r in summary.records])
+
+
+def test_metrics_of_sums_equal_their_compute_on_resampled_rows():
+    """Every metric that bootstraps from per-row sums gives, on any resample of rows, the
+    value its ``compute`` gives (counts exactly, float sums to rounding)."""
+    from benchmark.scoring import METRICS, ScoreTable
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(40):
+        truth = rng.choice([-1, 0, 1], 2, p=[0.1, 0.45, 0.45])
+        pred = np.where(rng.random(2) < 0.1, -1, rng.integers(0, 2, 2))
+        row = {"sample_id": f"s{i}", "subject": f"p{i // 4}", "status": "ok",
+               "image_true": int(truth[0]) if truth[0] == truth[1] else -1,
+               "image_pred": int(pred[0]) if pred[0] == pred[1] else -1,
+               "nme_2d": float(rng.random()), "eye_region_s2m_mm": float(rng.random())}
+        for e in range(2):
+            row.update({f"eye_true_{e}": int(truth[e]), f"eye_pred_{e}": int(pred[e]),
+                        f"prob_closed_{e}": float(rng.random()),
+                        f"openness_gt_{e}": float(rng.random()),
+                        f"openness_pred_{e}": float(rng.random()) if i % 7 else None,
+                        f"eye_region_{e}_mm": float(rng.random())})
+        rows.append(row)
+    dist = {f"s{i}": np.abs(rng.normal(1, 1, 500)) for i in range(0, 40, 3)}
+    table = ScoreTable(rows, dist)
+    specs = [s for _, s in METRICS.items() if s.sums is not None]
+    assert {"eye_f1", "image_acc", "wink_acc", "openness_mae", "s2m_median_mm",
+            "eye_region_closed_mm", "nme_2d"} <= {s.name for s in specs}
+    for _ in range(20):
+        idx = np.sort(rng.integers(0, 40, 40))
+        for spec in specs:
+            want = spec.compute(table, idx)
+            got = float(spec.of_sums(spec.sums(table, idx).sum(axis=0)))
+            if spec.name.startswith(("eye_", "image_", "wink")) and "region" not in spec.name:
+                assert got == want or (np.isnan(got) and np.isnan(want)), spec.name
+            elif spec.name == "s2m_median_mm":  # binned: within the 0.01 mm bin
+                assert got == pytest.approx(want, abs=0.01), spec.name
+            else:
+                assert got == pytest.approx(want, rel=1e-12, nan_ok=True), spec.name
+
+
+def test_paired_differences_from_sums_equal_the_replicate_loop(tmp_path):
+    """The ablation's paired bootstrap draws both records' parts together: the same
+    interval as differencing ``compute`` replicate by replicate."""
+    from types import SimpleNamespace
+
+    import metrics as M
+    from benchmark.scoring import METRICS, ScoreTable
+    from methods.elam_ldl.ablate import paired_differences
+
+    rng = np.random.default_rng(4)
+
+    def record(method, p_right):
+        rows = []
+        for i in range(60):
+            truth = rng.integers(0, 2, 2)
+            pred = np.where(rng.random(2) < p_right, truth, 1 - truth)
+            rows.append({"sample_id": f"s{i}", "subject": f"p{i // 3}", "status": "ok",
+                         **{f"eye_true_{e}": int(truth[e]) for e in range(2)},
+                         **{f"eye_pred_{e}": int(pred[e]) for e in range(2)}})
+        return SimpleNamespace(rows=rows, method=method, dataset="d", split="test",
+                               method_revision="1", dataset_revision="1",
+                               params={"scoring_version": "x"},
+                               metrics={"eye_f1": {}, "eye_acc": {}})
+
+    a, b = record("a", 0.9), record("b", 0.6)
+    got = paired_differences(a, b, tmp_path, n_boot=200, seed=3, names=["eye_f1", "eye_acc"])
+    ta, tb = ScoreTable(a.rows, {}), ScoreTable(b.rows, {})
+    subjects = np.array([r["subject"] for r in a.rows])
+    for name in ("eye_f1", "eye_acc"):
+        spec = METRICS.get(name)
+        loop = M.bootstrap_ci(None, subjects,
+                              lambda idx, s=spec: s.compute(ta, idx) - s.compute(tb, idx),
+                              n_boot=200, seed=3)
+        assert (got[name]["ci_low"], got[name]["ci_high"]) == (loop.low, loop.high)
+        assert got[name]["value"] == loop.estimate

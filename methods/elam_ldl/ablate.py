@@ -321,16 +321,23 @@ def paired_differences(rec: Any, base: Any, cache_root: Path, n_boot: int = 1000
         if name not in (rec.metrics or {}) or name not in (base.metrics or {}):
             continue
         spec = METRICS.get(name)
-        fa = spec.resample or spec.compute
-        fb = spec.resample or spec.compute
         full = np.arange(len(common))
         est = spec.compute(ta, full) - spec.compute(tb, full)
         if not np.isfinite(est):
             continue
         try:
-            ci = M.bootstrap_ci(None, subjects,
-                                lambda idx, fa=fa, fb=fb: fa(ta, idx) - fb(tb, idx),
-                                n_boot=n_boot, seed=seed)
+            if spec.sums is not None and spec.of_sums is not None:
+                # both records' parts side by side: one draw, a difference per replicate
+                pa, pb = spec.sums(ta, full), spec.sums(tb, full)
+                k, of = pa.shape[1], spec.of_sums
+                ci = M.bootstrap_ci_of_sums(np.hstack([pa, pb]), subjects,
+                                            lambda s, k=k, of=of: of(s[..., :k]) - of(s[..., k:]),
+                                            n_boot=n_boot, seed=seed)
+            else:
+                ci = M.bootstrap_ci(None, subjects,
+                                    lambda idx, spec=spec: (spec.compute(ta, idx)
+                                                            - spec.compute(tb, idx)),
+                                    n_boot=n_boot, seed=seed)
             out[name] = {"value": float(est), "ci_low": ci.low, "ci_high": ci.high}
         except ValueError:
             out[name] = {"value": float(est), "ci_low": None, "ci_high": None}
