@@ -28,8 +28,9 @@ DPI = 110
 #: Bump when the qualitative figure's drawing changes, so stored figures are redrawn.
 # 3: meshes rasterised with a z-buffer into an image (were polygons in painter's order)
 QUALITATIVE_VERSION = 3
-#: Pixels across the longer side of a rasterised mesh in the qualitative grid.
-MESH_PIXELS = 440
+#: Pixels across the longer side of a rasterised mesh in the qualitative grid (a panel is
+#: about 240 px wide in the saved figure).
+MESH_PIXELS = 300
 
 def cumulative_error_plot(records: Sequence[RunRecord], path: Path) -> Path | None:
     """NoW-style cumulative error curves (fraction of scan points below t mm), one per method."""
@@ -125,7 +126,7 @@ def _shaded_mesh(ax, xy: np.ndarray, depth: np.ndarray, faces: np.ndarray,
     ax.imshow(image, extent=(x0, x1, y1, y0), origin="upper", interpolation="antialiased")
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _zbuffer(uv: np.ndarray, depth: np.ndarray, faces: np.ndarray, h: int, w: int
              ) -> np.ndarray:
     # Nearest triangle at each pixel centre (smallest depth; ties to the lower index), -1 for

@@ -13,6 +13,7 @@ end up committed with ``results/``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import subprocess
@@ -130,33 +131,41 @@ def _qualitative(records: list[RunRecord], folder: Path, cache_root: Path) -> li
     except (OSError, ValueError):
         stamps = {}
     out: list[Path | None] = []
+    todo = []
     for rec in ok:
         png = folder / f"qualitative_{rec.method}.png"
         stamp = (f"{plots.QUALITATIVE_VERSION}-{rec.method_revision}-{rec.dataset_revision}-"
                  f"{','.join(chosen)}")
         if png.is_file() and stamps.get(rec.method) == stamp:
             out.append(png)  # same predictions of the same samples: the figure is current
-            continue
+        else:
+            todo.append((rec, png, stamp))
+
+    def inputs(rec: RunRecord) -> tuple[list, list]:
         slot = (cache_root / "predictions" / rec.dataset / rec.split / rec.method
                 / f"{rec.method_revision}-{rec.dataset_revision}")
         cache = PredictionCache(slot)
-        preds, errs = [], []
-        try:
-            for s in samples:
-                p = cache.get(s.id) if cache.has(s.id) else None
-                preds.append(p)
-                errs.append(_vertex_errors(s, p))
-        except (CorruptCacheFile, ValueError) as exc:
-            logger.info("qualitative plot for %s skipped: %s", rec.method, exc)
-            continue
-        if not any(p is not None for p in preds):
-            continue
-        out.append(plots.qualitative_plot(
-            samples, preds, errs, png,
-            title=f"{rec.method} on {rec.dataset} / {rec.split}",
-            show_images=bool(rec.dataset_card.get("redistributable")),
-        ))
-        stamps[rec.method] = stamp
+        preds = [cache.get(s.id) if cache.has(s.id) else None for s in samples]
+        return preds, [_vertex_errors(s, p) for s, p in zip(samples, preds)]
+
+    # The next figures' alignments (compiled search, numpy: mostly outside the GIL) run in a
+    # thread while this one draws the current figure.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = [pool.submit(inputs, rec) for rec, _, _ in todo]
+        for (rec, png, stamp), fut in zip(todo, pending):
+            try:
+                preds, errs = fut.result()
+            except (CorruptCacheFile, ValueError) as exc:
+                logger.info("qualitative plot for %s skipped: %s", rec.method, exc)
+                continue
+            if not any(p is not None for p in preds):
+                continue
+            out.append(plots.qualitative_plot(
+                samples, preds, errs, png,
+                title=f"{rec.method} on {rec.dataset} / {rec.split}",
+                show_images=bool(rec.dataset_card.get("redistributable")),
+            ))
+            stamps[rec.method] = stamp
     if out:
         atomic_write_bytes(stamps_path, json.dumps(stamps, indent=1, sort_keys=True).encode())
     return out

@@ -31,11 +31,16 @@ def get_topology(name: str) -> Topology:
 
 
 def registered_name(topo: Topology) -> str | None:
-    """The name ``topo`` is registered under, if it is the instance get_topology returns.
+    """The name of ``topo`` if it is one this module registers, as get_topology builds it.
 
-    Another process can then rebuild it from the name alone; None for any other topology.
+    Such a topology can be rebuilt in another process from its name alone (a scoring worker
+    imports nothing else); None for any other topology, also one registered by the module
+    of a method (the worker would not have imported it).
     """
-    return topo.name if _CACHE.get(topo.name) is topo else None
+    name = topo.name
+    if _CACHE.get(name) is topo and name in _BUILT_IN and _FACTORIES[name] is _BUILT_IN[name]:
+        return name
+    return None
 
 
 def _ict(region: str) -> Callable[[], Topology]:
@@ -49,3 +54,4 @@ def _ict(region: str) -> Callable[[], Topology]:
 
 register_topology("ict-narrow", _ict("narrow"))
 register_topology("ict-full", _ict("full"))
+_BUILT_IN = dict(_FACTORIES)  # what any process has after importing this module

@@ -81,7 +81,7 @@ def _select(order: np.ndarray, key: np.ndarray, lo: int, hi: int, k: int) -> Non
             return
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _build(tri: np.ndarray, leaf_size: int):
     """Top-down build of the tree; returns (bmin, bmax, left, start, count, order).
 
@@ -264,7 +264,7 @@ def _box_d2(px: float, py: float, pz: float, bmin: np.ndarray, bmax: np.ndarray,
     return d
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _nearest(pts: np.ndarray, seq: np.ndarray, hint: np.ndarray, prev_pts: np.ndarray,
              prev_lower: np.ndarray,
              margin_abs: float, margin_rel: float, tri: np.ndarray, bmin: np.ndarray,
@@ -379,7 +379,7 @@ def _nearest(pts: np.ndarray, seq: np.ndarray, hint: np.ndarray, prev_pts: np.nd
     return out, lower
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _closest(pts: np.ndarray, tri: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Closest point on triangle ``tri[face[i]]`` to ``pts[i]`` and its distance: Ericson's
     # region test, written as ``metrics.distance.closest_point_on_triangle`` computes it so
@@ -456,7 +456,7 @@ def _closest(pts: np.ndarray, tri: np.ndarray, face: np.ndarray) -> tuple[np.nda
     return out, dist
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _morton_order(pts: np.ndarray) -> np.ndarray:
     # Points sorted along a Z-order curve of their box (10 bits an axis): consecutive
     # points are near each other, so the previous point's triangle is a close first guess

@@ -288,3 +288,32 @@ def test_paired_differences_from_sums_equal_the_replicate_loop(tmp_path):
                               n_boot=200, seed=3)
         assert (got[name]["ci_low"], got[name]["ci_high"]) == (loop.low, loop.high)
         assert got[name]["value"] == loop.estimate
+
+
+def test_workers_score_predictions_on_a_topology_registered_elsewhere(
+        tiny_registry, run_config, tmp_path, monkeypatch):
+    """Scoring workers get a built-in topology by name, any other one whole: a topology a
+    method's module registers (MediaPipe's) is unknown in a worker that never imported it."""
+    from methods import topology as T
+
+    ict = T.get_topology("ict-full")
+    assert T.registered_name(ict) == "ict-full"
+    copy = dataclasses.replace(ict, name="tests-only-copy")
+    T.register_topology("tests-only-copy", lambda: copy)
+    try:
+        assert T.get_topology("tests-only-copy") is copy
+        assert T.registered_name(copy) is None  # not rebuildable in a fresh worker
+
+        def predict(self, sample):
+            pred = original(self, sample)
+            return dataclasses.replace(pred, topology=copy)
+
+        original = CountingMethod.predict
+        monkeypatch.setattr(CountingMethod, "predict", predict)
+        cfg = dataclasses.replace(run_config, methods="counting", workers=1,
+                                  output_dir=str(tmp_path / "w"), cache_dir=str(tmp_path / "c"))
+        rec = run(cfg, show_progress=False).records[0]
+        assert rec.status == "ok" and rec.n_ok == 6 and rec.n_error == 0
+    finally:
+        T._FACTORIES.pop("tests-only-copy", None)
+        T._CACHE.pop("tests-only-copy", None)
