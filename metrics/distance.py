@@ -162,8 +162,20 @@ def _closest_on_edges(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F, 3) unit normals (right-hand rule); zero for degenerate triangles."""
-    tri = vertices[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return _unit_normals(vertices[faces])
+
+
+def _unit_normals(tri: np.ndarray) -> np.ndarray:
+    """:func:`face_normals` of (F, 3, 3) corners.
+
+    ``np.cross``'s arithmetic written out: the same bits in half the time.
+    """
+    a = tri[:, 1] - tri[:, 0]
+    b = tri[:, 2] - tri[:, 0]
+    n = np.empty_like(a)
+    n[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    n[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    n[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
@@ -220,15 +232,17 @@ class MeshSurface:
         self.faces = as_faces(faces, self.vertices.shape[0])
         self.backend = backend
         self.n_threads = int(n_threads)
-        self.normals = face_normals(self.vertices, self.faces)
+        tri = self.vertices[self.faces]  # (F, 3, 3) float64
+        self.normals = _unit_normals(tri)
         # Zero-area triangles have no surface: Embree skips them, so the brute-force
         # reference must too (NoW's ``clean_degenerated_faces`` drops the same ones).
-        self._kept = np.flatnonzero(np.abs(self.normals).sum(axis=1) > 0)
+        self._kept = np.flatnonzero(self.normals.any(axis=1))
         if self._kept.size == 0:
             raise ValueError("every triangle of the mesh is degenerate (zero area).")
         if self._kept.size < self.n_faces:
             logger.debug("ignoring %d zero-area triangles", self.n_faces - self._kept.size)
-        self._tri = self.vertices[self.faces[self._kept]]  # (F', 3, 3) float64
+            tri = tri[self._kept]
+        self._tri = tri  # (F', 3, 3), the kept triangles
         self._scene = None
         self._bvh = None
         if backend == "bvh":
