@@ -69,6 +69,7 @@ from benchmark.scoring import ScoreTable, ScoringParams, aggregate, confusion, c
 from benchmark.types import FaceSample, Prediction
 from methods import METHODS
 from methods.base import Method
+from methods.topology import get_topology, registered_name
 
 logger = logging.getLogger(__name__)
 
@@ -305,8 +306,6 @@ def _score_job(sample: FaceSample, pred: Prediction, params: ScoringParams,
     ``topology``: the registered name of the prediction's topology, sent instead of it.
     """
     if topology is not None:
-        from methods.topology import get_topology
-
         pred = dataclasses.replace(pred, topology=get_topology(topology))
     try:
         return score_sample(sample, pred, params)
@@ -399,8 +398,6 @@ class Scorer:
             self._pool = worker_pool(self.workers)
         # Scoring needs neither the image nor the image-plane vertices, and a registered
         # topology goes by name (the worker builds its own once): half the bytes per job.
-        from methods.topology import registered_name
-
         light = dataclasses.replace(sample, image=np.zeros((1, 1, 3), np.uint8))
         name = registered_name(pred.topology) if pred.topology is not None else None
         pred = dataclasses.replace(pred, vertices_image=None,
