@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from metrics._checks import as_points
-from metrics.distance import DEFAULT_BACKEND, MeshSurface
+from metrics.distance import DEFAULT_BACKEND, MeshSurface, cross_rows
 
 if TYPE_CHECKING:  # numba loads only when a BVH is built
     from metrics.bvh import NearestState
@@ -329,7 +329,7 @@ def _lm(
             cols = []
             if optimise_scale:
                 cols.append(np.einsum("ij,ij->i", ev.direction, rel))
-            cols.extend(_cross(rel, ev.direction).T)
+            cols.extend(cross_rows(rel, ev.direction).T)
             cols.extend(ev.direction.T)
             # d residual / d (log s, w, t / radius): all three blocks in length units.
             jac = -radius * np.stack(cols, axis=1)
@@ -377,17 +377,6 @@ def _lm(
                 return tf, ev, used, True
     return tf, ev, used, False
 
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of (N, 3) arrays (several times faster than np.cross)."""
-    return np.stack(
-        [
-            a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
-            a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-            a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0],
-        ],
-        axis=1,
-    )
 
 
 def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -165,17 +165,24 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return _unit_normals(vertices[faces])
 
 
-def _unit_normals(tri: np.ndarray) -> np.ndarray:
-    """:func:`face_normals` of (F, 3, 3) corners.
+def cross_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (N, 3) arrays.
 
-    ``np.cross``'s arithmetic written out: the same bits in half the time.
+    ``np.cross``'s arithmetic written out: the same bits, several times faster.
     """
-    a = tri[:, 1] - tri[:, 0]
-    b = tri[:, 2] - tri[:, 0]
-    n = np.empty_like(a)
-    n[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
-    n[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
-    n[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return np.stack(
+        [
+            a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
+            a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+            a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0],
+        ],
+        axis=1,
+    )
+
+
+def _unit_normals(tri: np.ndarray) -> np.ndarray:
+    """:func:`face_normals` of (F, 3, 3) corners."""
+    n = cross_rows(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
